@@ -1,0 +1,197 @@
+"""Where the service put the clip, turned into a file this process may read.
+
+OmniRT never moves bytes: it answers with a path on *its* filesystem. Deployments bridge that
+with a shared mount (seen under different prefixes on each side), inline base64, or a file
+server in front of the output dir. The service is not trusted here: a path must land inside our
+configured roots after resolving symlinks, and a URL must point at an origin we were told about.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from opentalking_flashhead.errors import ClipUnreadable
+from opentalking_flashhead.settings import Settings, env_name
+
+_REF_KEYS = ("path", "url", "uri", "file", "filename", "output_path", "video")
+_CONTAINERS = ("outputs", "artifacts", "result", "data")
+_FIX = (
+    f"map the service's output dir with {env_name('output_remote_dir')} and {env_name('output_local_dir')}, "
+    f"or serve it over HTTP and set {env_name('output_base_url')}"
+)
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """One video artifact as the service described it: a path, a URL, or inline bytes."""
+
+    path: str | None = None
+    url: str | None = None
+    data_b64: str | None = None
+
+
+def find_clip(body: Any) -> ClipRef:
+    """The first video artifact in a response, tolerating the shapes OpenTalking's docs mention."""
+    for item in _candidates(body):
+        ref = _ref_from(item)
+        if ref is not None:
+            return ref
+    raise ClipUnreadable(f"the service's answer holds no video artifact: {str(body)[:300]}")
+
+
+def _candidates(body: Any) -> Iterator[Any]:
+    if not isinstance(body, Mapping):
+        yield body
+        return
+    for key in _CONTAINERS:
+        value = body.get(key)
+        if isinstance(value, list):
+            yield from value
+        elif isinstance(value, Mapping) and any(k in value for k in _CONTAINERS):
+            yield from _candidates(value)
+        elif value is not None:
+            yield value
+
+
+def _ref_from(item: Any) -> ClipRef | None:
+    if isinstance(item, str) and item.strip():
+        return _ref_from_string(item.strip())
+    if not isinstance(item, Mapping):
+        return None
+    if item.get("kind") not in (None, "video"):
+        return None
+    if isinstance(item.get("data_b64"), str) and item["data_b64"]:
+        return ClipRef(data_b64=item["data_b64"])
+    for key in _REF_KEYS:
+        value = item.get(key)
+        if isinstance(value, str) and value.strip():
+            return _ref_from_string(value.strip())
+    nested = item.get("artifact")
+    return _ref_from(nested) if isinstance(nested, Mapping) else None
+
+
+def _ref_from_string(text: str) -> ClipRef:
+    return ClipRef(url=text) if text.startswith(("http://", "https://")) else ClipRef(path=text)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _under(path: str, root: str) -> str | None:
+    """``path`` relative to ``root`` (POSIX text, as the service writes it), or None."""
+    pure, base = PurePosixPath(path), PurePosixPath(root)
+    if ".." in pure.parts:
+        return None
+    try:
+        return str(pure.relative_to(base))
+    except ValueError:
+        return None
+
+
+class ClipLocator:
+    """Maps paths between this process and the service, and fetches clips into local files."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.http = http
+        self.max_bytes = int(settings.max_clip_mb * 1024 * 1024)
+        pairs: list[tuple[str, Path]] = []
+        if settings.output_remote_dir and settings.output_local_dir:
+            pairs.append((settings.output_remote_dir, settings.output_local_dir))
+        pairs.append((settings.shared_remote_dir, settings.shared_local_dir))
+        self.mappings = pairs
+        self.origins = {_origin(settings.base_url)}
+        if settings.output_base_url:
+            self.origins.add(_origin(settings.output_base_url))
+
+    def to_remote(self, local: Path) -> str:
+        """The path under which the service sees one of our files in shared storage."""
+        rel = local.relative_to(self.settings.shared_local_dir)
+        return str(PurePosixPath(self.settings.shared_remote_dir) / rel.as_posix())
+
+    def to_local(self, remote: str) -> Path | None:
+        """Our path for a service path, or None when no configured mapping covers it."""
+        for remote_root, local_root in self.mappings:
+            rel = _under(remote, remote_root)
+            if rel is None:
+                continue
+            root = local_root.resolve()
+            candidate = (local_root / rel).resolve()
+            if candidate != root and root not in candidate.parents:
+                raise ClipUnreadable(
+                    f"clip path {remote!r} resolves to {candidate}, outside {root}; refusing to read it"
+                )
+            return candidate
+        return None
+
+    async def fetch(self, ref: ClipRef, dest: Path) -> tuple[Path, bool]:
+        """A readable local file for ``ref``; ``True`` when it was written to ``dest`` by us."""
+        if ref.data_b64 is not None:
+            try:
+                data = base64.b64decode(ref.data_b64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ClipUnreadable(f"the service's inline clip is not valid base64: {exc}") from exc
+            if len(data) > self.max_bytes:
+                raise ClipUnreadable(self._too_big(len(data)))
+            dest.write_bytes(data)
+            return dest, True
+        if ref.url is not None:
+            return await self._download(ref.url, dest), True
+        assert ref.path is not None
+        local = self.to_local(ref.path)
+        if local is not None and local.is_file():
+            return local, False
+        if self.settings.output_base_url:
+            return await self._download(self._url_for(ref.path), dest), True
+        where = f" (looked at {local})" if local else ""
+        raise ClipUnreadable(f"the clip {ref.path!r} is not readable from this machine{where}; {_FIX}")
+
+    def _url_for(self, remote: str) -> str:
+        base = self.settings.output_base_url
+        assert base is not None
+        for root in (self.settings.output_remote_dir, self.settings.shared_remote_dir):
+            rel = _under(remote, root) if root else None
+            if rel is not None:
+                return f"{base}/{quote(rel)}"
+        return f"{base}/{quote(PurePosixPath(remote).name)}"
+
+    async def _download(self, url: str, dest: Path) -> Path:
+        if _origin(url) not in self.origins:
+            raise ClipUnreadable(
+                f"refusing to download the clip from {url}: its origin is neither the service's nor "
+                f"{env_name('output_base_url')}'s"
+            )
+        size = 0
+        try:
+            async with self.http.stream("GET", url, follow_redirects=False) as response:
+                if response.status_code != 200:
+                    raise ClipUnreadable(f"downloading the clip from {url} answered HTTP {response.status_code}")
+                with dest.open("wb") as out:
+                    async for block in response.aiter_bytes():
+                        size += len(block)
+                        if size > self.max_bytes:
+                            raise ClipUnreadable(self._too_big(size, url))
+                        out.write(block)
+        except httpx.HTTPError as exc:
+            dest.unlink(missing_ok=True)
+            raise ClipUnreadable(f"downloading the clip from {url} failed: {exc}") from exc
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return dest
+
+    def _too_big(self, size: int, url: str = "inline data") -> str:
+        return (
+            f"the clip from {url} exceeds {self.settings.max_clip_mb:g} MB (read {size} bytes); "
+            f"raise {env_name('max_clip_mb')} if such clips are expected"
+        )

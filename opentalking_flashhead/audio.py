@@ -1,0 +1,45 @@
+"""PCM chunks in, WAV files in shared storage out.
+
+The service reads the WAV by path, possibly over a network mount, the moment it gets the
+request; so the file appears under its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def to_int16(pcm: object) -> np.ndarray:
+    """Return ``pcm`` as 1-D int16, converting float audio in [-1, 1]; reject anything else loudly."""
+    if not isinstance(pcm, np.ndarray):
+        raise ValueError(f"audio chunk must be a numpy array, got {type(pcm).__name__}")
+    if pcm.ndim != 1:
+        raise ValueError(f"audio chunk must be 1-D mono samples, got shape {pcm.shape}")
+    if pcm.size == 0:
+        raise ValueError("audio chunk is empty; send at least one sample")
+    if pcm.dtype == np.int16:
+        return pcm
+    if pcm.dtype in (np.float32, np.float64):
+        if not np.isfinite(pcm).all():
+            raise ValueError("audio chunk contains NaN or infinite samples")
+        peak = float(np.abs(pcm).max())
+        if peak > 1.0:
+            raise ValueError(f"float audio must lie in [-1, 1], got a peak of {peak:.3g}")
+        return np.round(pcm * 32767.0).astype(np.int16)
+    raise ValueError(f"audio chunk must be int16 or float32/float64 in [-1, 1], got dtype {pcm.dtype}")
+
+
+def write_wav(path: Path, pcm: np.ndarray, sample_rate: int) -> Path:
+    """Write 16-bit mono WAV atomically: a temporary sibling first, then a rename."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        sf.write(tmp, pcm, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

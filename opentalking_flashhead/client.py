@@ -1,0 +1,242 @@
+"""The synthesis client OpenTalking's runner drives: chunk → WAV → HTTP → clip → BGR frames.
+
+The contract (what the host calls, in what order, which attributes it reads) is written down in
+``opentalking_flashhead.host.hookspecs``'s companion doc, shared/opentalking-host.md; in short:
+construct → [connect] → init_session(ref_image, **anything) → generate(pcm)* → close(), and again
+from connect after every close (the host closes on each interrupt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opentalking_flashhead import audio, video
+from opentalking_flashhead.artifacts import ClipLocator, find_clip
+from opentalking_flashhead.errors import ConfigError, FlashHeadError
+from opentalking_flashhead.host.frames import VideoFrameData
+from opentalking_flashhead.service import ServiceClient
+from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, Settings, env_name
+from opentalking_flashhead.timing import FrameClock, fit
+
+log = logging.getLogger(__name__)
+
+#: A clip with more than this many times the frames a chunk needs is refused before decoding.
+MAX_FRAME_FACTOR = 4
+
+
+@dataclass
+class _Session:
+    """What one init_session … close span owns: its directory in shared storage and its clock."""
+
+    name: str
+    dir: Path
+    reference_remote: str
+    output_remote: str
+    output_local: Path | None
+    clock: FrameClock = field(default_factory=lambda: FrameClock(FPS, SAMPLE_RATE))
+    chunks: int = 0
+
+
+class FlashHeadClient:
+    """FlashHead synthesis client for OpenTalking (and anyone else with PCM and a face).
+
+    ``ws_url``, ``model`` and ``config`` are what OpenTalking passes; any other keyword overrides
+    the matching ``OPENTALKING_FLASHHEAD_*`` variable (see :class:`~.settings.Settings`).
+    """
+
+    def __init__(
+        self,
+        ws_url: str | None = None,
+        *,
+        model: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.settings = Settings.load(ws_url, model, config, overrides)
+        self.sample_rate = SAMPLE_RATE
+        self.fps = FPS
+        self.width = WIDTH
+        self.height = HEIGHT
+        self.audio_chunk_samples = self.settings.chunk_samples
+        self.slice_len = round(self.audio_chunk_samples * FPS / SAMPLE_RATE)
+        self.frame_num = self.slice_len
+        self.motion_frames_num = 0
+        self._service: ServiceClient | None = None
+        self._locator: ClipLocator | None = None
+        self._session: _Session | None = None
+        self._inflight: set[asyncio.Task[list[Any]]] = set()
+        self._aborted: set[asyncio.Task[list[Any]]] = set()
+
+    def describe(self) -> dict[str, Any]:
+        """The session parameters the host reads, as ``init_session`` returns them."""
+        return {
+            "type": "init",
+            "model": self.settings.model,
+            "fps": self.fps,
+            "width": self.width,
+            "height": self.height,
+            "sample_rate": self.sample_rate,
+            "audio_chunk_samples": self.audio_chunk_samples,
+            "frame_num": self.frame_num,
+            "motion_frames_num": self.motion_frames_num,
+            "slice_len": self.slice_len,
+        }
+
+    async def connect(self) -> None:
+        """Open the HTTP client (idempotent); nothing is sent until ``init_session``."""
+        if self._service is None:
+            self._service = ServiceClient(self.settings)
+            self._locator = ClipLocator(self.settings, self._service.http)
+
+    async def init_session(
+        self, ref_image: str | Path | bytes, prompt: str | None = None, seed: int | None = None, **ignored: Any
+    ) -> dict[str, Any]:
+        """Start a session with this face. ``prompt``, ``seed`` and host-specific keywords are ignored."""
+        data, suffix = _read_image(ref_image)
+        await self.connect()
+        assert self._service is not None and self._locator is not None
+        await self._service.check_health()
+        if self._session is not None:
+            await self._end_session()
+        self._session = self._open_session(data, suffix)
+        log.info(
+            "FlashHead session %s: %s model=%s chunk=%d samples (%d frames)",
+            self._session.name,
+            self.settings.base_url,
+            self.settings.model,
+            self.audio_chunk_samples,
+            self.slice_len,
+        )
+        return self.describe()
+
+    async def generate(self, pcm: np.ndarray) -> list[Any]:
+        """Frames for one chunk of 16 kHz audio: exactly as many as keep the session in sync."""
+        samples = audio.to_int16(pcm)
+        if self._session is None:
+            raise FlashHeadError("init_session() must be called before generate()")
+        task = asyncio.ensure_future(self._generate(self._session, samples))
+        self._inflight.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if task in self._aborted:
+                raise FlashHeadError("the session was closed while this chunk was generating") from None
+            task.cancel()
+            raise
+        finally:
+            self._inflight.discard(task)
+            self._aborted.discard(task)
+
+    async def close(self, send_close_msg: bool = True) -> None:
+        """End the session: cancel work in flight, remove its files, close connections. Reusable after."""
+        await self._end_session()
+        if self._service is not None:
+            await self._service.aclose()
+            self._service = self._locator = None
+
+    async def _generate(self, session: _Session, samples: np.ndarray) -> list[Any]:
+        assert self._service is not None and self._locator is not None
+        session.chunks += 1
+        index = session.chunks
+        wav = audio.write_wav(session.dir / f"chunk-{index:06d}.wav", samples, SAMPLE_RATE)
+        clip: Path | None = None
+        try:
+            body = await self._service.generate(
+                {
+                    "task": "audio2video",
+                    "model": self.settings.model,
+                    "inputs": {"image": session.reference_remote, "audio": self._locator.to_remote(wav)},
+                    "config": self.settings.service_config(session.output_remote),
+                }
+            )
+            clip, _ = await self._locator.fetch(find_clip(body), session.dir / f"clip-{index:06d}.mp4")
+            due = session.clock.due(samples.size)
+            limit = MAX_FRAME_FACTOR * max(1, round(samples.size * FPS / SAMPLE_RATE))
+            images = await asyncio.to_thread(video.decode_bgr, clip, max_frames=limit)
+            if self.settings.save_dir is not None:
+                shutil.copyfile(clip, self.settings.save_dir / f"{session.name}-{index:06d}.mp4")
+        finally:
+            wav.unlink(missing_ok=True)
+            if clip is not None:
+                clip.unlink(missing_ok=True)
+        start_ms = session.clock.next_timestamp_ms
+        session.clock.advance(samples.size, due)
+        step = 1000.0 / FPS
+        return [
+            VideoFrameData(data=img, width=img.shape[1], height=img.shape[0], timestamp_ms=start_ms + i * step)
+            for i, img in enumerate(fit(images, due) if due > 0 else [])
+        ]
+
+    def _open_session(self, image: bytes, suffix: str) -> _Session:
+        assert self._locator is not None
+        settings = self.settings
+        name = f"session-{uuid.uuid4().hex[:12]}"
+        directory = settings.shared_local_dir / name
+        try:
+            directory.mkdir(parents=True)
+            if settings.save_dir is not None:
+                settings.save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create {exc.filename}: {exc.strerror}; set {env_name('shared_local_dir')} "
+                f"(and {env_name('save_dir')}) to writable directories"
+            ) from exc
+        reference = directory / f"reference{suffix}"
+        partial = directory / f".reference{suffix}.partial"
+        partial.write_bytes(image)
+        partial.replace(reference)
+        output_local: Path | None = None
+        if "output_dir" in settings.config_json:
+            output_remote = str(settings.config_json["output_dir"])
+        elif settings.output_remote_dir:
+            output_remote = f"{settings.output_remote_dir}/{name}"
+            output_local = settings.output_local_dir / name if settings.output_local_dir else None
+        else:
+            output_remote = self._locator.to_remote(directory / "out")
+        return _Session(name, directory, self._locator.to_remote(reference), output_remote, output_local)
+
+    async def _end_session(self) -> None:
+        """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""
+        session, self._session = self._session, None
+        for task in list(self._inflight):
+            self._aborted.add(task)
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        if session is not None:
+            shutil.rmtree(session.dir, ignore_errors=True)
+            if session.output_local is not None:
+                shutil.rmtree(session.output_local, ignore_errors=True)
+
+
+def _read_image(ref_image: str | Path | bytes) -> tuple[bytes, str]:
+    """The reference image's bytes and file suffix, after checking it really is an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(ref_image, (bytes, bytearray, memoryview)):
+        data, label = bytes(ref_image), "reference image bytes"
+    elif isinstance(ref_image, (str, Path)):
+        path = Path(ref_image).expanduser()
+        label = str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot read the reference image {label}: {exc.strerror or exc}") from exc
+    else:
+        raise ValueError(f"ref_image must be a path or bytes, got {type(ref_image).__name__}")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+            kind = (image.format or "png").lower()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{label} is not a readable image ({exc}); give a PNG or JPEG of the face") from exc
+    return data, ".jpg" if kind == "jpeg" else f".{kind}"

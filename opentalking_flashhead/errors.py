@@ -1,0 +1,55 @@
+"""The exceptions this package raises, one class per thing a caller can act on.
+
+Every class derives from :class:`FlashHeadError`, so ``except FlashHeadError`` catches all of
+them; the subclasses say *what* went wrong so a caller can pick a fix (reconfigure, retry,
+reconnect) without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class FlashHeadError(Exception):
+    """Base class of every error raised by opentalking-flashhead."""
+
+
+class ConfigError(FlashHeadError, ValueError):
+    """A setting is missing or malformed; the message names the variable and what it accepts."""
+
+
+class ServiceUnavailable(FlashHeadError, RuntimeError):
+    """The service could not be reached (or kept failing) within the timeout.
+
+    The message always contains ``not connected``: OpenTalking's runner reconnects and retries
+    once when a ``RuntimeError`` says so.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"FlashHead service not connected: {message}")
+
+
+class RequestRejected(FlashHeadError):
+    """The service refused the request (4xx); ``detail`` is the service's own message."""
+
+    def __init__(self, status_code: int, detail: str, hint: str = "") -> None:
+        self.status_code = status_code
+        self.detail = detail
+        text = f"FlashHead service rejected the request (HTTP {status_code}): {detail}"
+        super().__init__(f"{text}. {hint}" if hint else text)
+
+
+class GenerationFailed(FlashHeadError):
+    """The service accepted the request but generation failed; ``error`` is the job's message."""
+
+    def __init__(self, error: str, job_id: str | None = None) -> None:
+        self.error = error
+        self.job_id = job_id
+        where = f" (job {job_id})" if job_id else ""
+        super().__init__(f"FlashHead generation failed{where}: {error}")
+
+
+class ClipUnreadable(FlashHeadError):
+    """The service produced a clip that this process cannot open (path mapping, origin, download)."""
+
+
+class DecodeError(FlashHeadError):
+    """The clip was read but holds no decodable video frames."""

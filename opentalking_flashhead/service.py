@@ -1,0 +1,203 @@
+"""The HTTP conversation with a FlashHead service (OmniRT ``POST /v1/generate``).
+
+One place knows the protocol's sharp edges: sync runs answer a bare ``500`` on failure, so async
+jobs are the default (the only way to read the failure); 4xx carry a ``detail`` we pass on
+verbatim; connection failures and 502/503/504 are worth retrying, 4xx never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from opentalking_flashhead.errors import GenerationFailed, RequestRejected, ServiceUnavailable
+from opentalking_flashhead.settings import Settings, env_name
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({502, 503, 504})
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL_EVENTS = frozenset({"job_finished", "job_failed", "job_cancelled"})
+HEALTH_TIMEOUT_SEC = 3.0
+#: Backoff between retries of a failed connection, and between polls of a job (seconds).
+RETRY_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
+POLL_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def _hint(status: int, detail: str) -> str:
+    """What the operator should change, for the rejections users actually meet."""
+    if status == 401:
+        return f"Set {env_name('api_key')} to a key the service accepts"
+    if status == 403:
+        return f"Enable the model on the service, or set {env_name('model')} to one it serves"
+    if "does not exist locally" in detail:
+        return (
+            f"The service cannot see our files: set {env_name('shared_remote_dir')} to the path under "
+            f"which the service sees {env_name('shared_local_dir')}"
+        )
+    if "Unsupported config keys" in detail:
+        return f"Remove the rejected key from {env_name('config_json')}"
+    if "Unknown model" in detail:
+        return f"Set {env_name('model')} to a model the service lists at /v1/models"
+    return ""
+
+
+def _detail(response: httpx.Response) -> str:
+    """The service's own message: FastAPI's ``detail`` (string or list form), else the raw text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+    detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg', item)}"
+            if isinstance(item, dict)
+            else str(item)
+            for item in detail
+        )
+    return detail if isinstance(detail, str) else json.dumps(detail)
+
+
+class ServiceClient:
+    """Async HTTP client of one FlashHead service: health, generate (sync or as a job), cancel."""
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        self.http = httpx.AsyncClient(
+            base_url=settings.base_url,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(settings.timeout_sec, connect=min(10.0, settings.timeout_sec)),
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def check_health(self) -> None:
+        """Fail fast, naming the URL, when nothing answers at the base URL."""
+        url = f"{self.settings.base_url}/healthz"
+        try:
+            response = await self.http.get("/healthz", timeout=HEALTH_TIMEOUT_SEC)
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(
+                f"{url} did not answer ({type(exc).__name__}: {exc}); start the service there "
+                f"or set {env_name('base_url')}"
+            ) from exc
+        if response.status_code != 200:
+            raise ServiceUnavailable(f"{url} answered HTTP {response.status_code}: {_detail(response)}")
+
+    async def generate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Run one generation and return the sync-style body (``outputs`` and ``metadata``)."""
+        deadline = time.monotonic() + self.settings.timeout_sec
+        if not self.settings.async_jobs:
+            response = await self._request("POST", "/v1/generate", deadline, json=dict(payload))
+            return response.json()
+        job = (await self._request("POST", "/v1/generate", deadline, json={**payload, "async_run": True})).json()
+        try:
+            return await self._wait_for_job(str(job["id"]), deadline)
+        except asyncio.CancelledError:
+            await self.cancel_job(str(job["id"]))
+            raise
+
+    async def cancel_job(self, job_id: str) -> None:
+        """Best effort: the service can only cancel a job that has not started."""
+        try:
+            await self.http.delete(f"/v1/jobs/{job_id}", timeout=HEALTH_TIMEOUT_SEC)
+        except httpx.HTTPError as exc:
+            log.debug("cancelling FlashHead job %s failed: %s", job_id, exc)
+
+    async def _request(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
+        """Send with retries on connection failures and 502/503/504 until ``deadline``."""
+        attempt = 0
+        while True:
+            timeout = max(0.1, deadline - time.monotonic())
+            try:
+                response = await self.http.request(method, path, timeout=timeout, **kwargs)
+            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+                raise ServiceUnavailable(
+                    f"{self.settings.base_url}{path} did not answer within "
+                    f"{self.settings.timeout_sec:g} s; raise {env_name('timeout_sec')} if generation is slow"
+                ) from exc
+            except httpx.TransportError as exc:
+                problem = f"{self.settings.base_url}{path}: {type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 400:
+                    return response
+                detail = _detail(response)
+                if response.status_code not in RETRY_STATUS:
+                    self._raise_for(response.status_code, detail)
+                problem = f"{self.settings.base_url}{path} answered HTTP {response.status_code}: {detail}"
+            pause = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
+            if time.monotonic() + pause >= deadline:
+                raise ServiceUnavailable(f"{problem} (gave up after {attempt + 1} attempts)")
+            log.warning("FlashHead request failed, retrying in %.2f s: %s", pause, problem)
+            await asyncio.sleep(pause)
+            attempt += 1
+
+    @staticmethod
+    def _raise_for(status: int, detail: str) -> None:
+        if status >= 500:
+            raise GenerationFailed(
+                f"HTTP {status} {detail} (a sync run hides the cause; set {env_name('async_jobs')}=1 to see it)"
+            )
+        raise RequestRejected(status, detail, _hint(status, detail))
+
+    async def _wait_for_job(self, job_id: str, deadline: float) -> dict[str, Any]:
+        """Wait for a job: woken by its event stream at once, polled with backoff in case events are lost."""
+        finished = asyncio.Event()
+        listener = asyncio.create_task(self._listen(job_id, finished))
+        try:
+            polls = 0
+            while True:
+                job = (await self._request("GET", f"/v1/jobs/{job_id}", deadline)).json()
+                state = job.get("state")
+                if state in TERMINAL_STATES:
+                    return self._job_result(job)
+                pause = POLL_BACKOFF[min(polls, len(POLL_BACKOFF) - 1)]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    await self.cancel_job(job_id)
+                    raise ServiceUnavailable(
+                        f"job {job_id} still {state} after {self.settings.timeout_sec:g} s; "
+                        f"raise {env_name('timeout_sec')} if generation is slow"
+                    )
+                try:
+                    await asyncio.wait_for(finished.wait(), timeout=min(pause, remaining))
+                except asyncio.TimeoutError:
+                    polls += 1
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen(self, job_id: str, finished: asyncio.Event) -> None:
+        """Set ``finished`` when the job's SSE stream announces a terminal event."""
+        try:
+            async with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as response:
+                if response.status_code != 200:
+                    return
+                async for line in response.aiter_lines():
+                    if line.startswith("event:") and line[6:].strip() in TERMINAL_EVENTS:
+                        finished.set()
+                        return
+        except httpx.HTTPError as exc:
+            log.debug("event stream of job %s ended: %s", job_id, exc)
+
+    @staticmethod
+    def _job_result(job: Mapping[str, Any]) -> dict[str, Any]:
+        state, job_id = job.get("state"), str(job.get("id"))
+        if state == "succeeded":
+            result = job.get("result")
+            if not isinstance(result, dict):
+                raise GenerationFailed(f"job succeeded without a result: {result!r}", job_id)
+            return result
+        if state == "cancelled":
+            raise GenerationFailed("the job was cancelled on the service", job_id)
+        raise GenerationFailed(str(job.get("error") or "the service gave no reason"), job_id)

@@ -1,0 +1,246 @@
+"""Every knob of the client, read once and checked once.
+
+Values come from keyword overrides first, then ``OPENTALKING_FLASHHEAD_*`` environment
+variables (OpenTalking's documented names plus ours), then defaults. Anything malformed raises
+:class:`ConfigError` at construction, naming the variable and what it accepts, so a
+misconfiguration surfaces when a session starts, not as a 400 in the middle of a reply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentalking_flashhead.errors import ConfigError
+
+ENV_PREFIX = "OPENTALKING_FLASHHEAD_"
+DEFAULT_BASE_URL = "http://127.0.0.1:8766"
+DEFAULT_MODEL = "soulx-flashhead-1.3b"
+DEFAULT_SHARED_DIR = "/tmp/opentalking_flashhead_io"
+
+#: Fixed by the model, not by the request (shared/flashhead-service.md).
+SAMPLE_RATE = 16000
+FPS = 25
+WIDTH = HEIGHT = 512
+#: One FlashHead Pro slice: 28 frames per 17,920 samples.
+PRO_SLICE_SAMPLES = 17920
+
+PRESETS = ("fast", "balanced", "quality", "low-vram")
+
+#: The ``config`` keys OmniRT 0.1.0 accepts for FlashHead; any other key is a 400 there.
+SERVICE_CONFIG_KEYS = frozenset(
+    {
+        "preset",
+        "seed",
+        "output_dir",
+        "model_type",
+        "audio_encode_mode",
+        "sample_steps",
+        "vae_2d_split",
+        "latent_carry",
+        "npu_fusion_attention",
+        "profile",
+        "device",
+        "repo_path",
+        "ckpt_dir",
+        "model_path",
+        "wav2vec_dir",
+        "python_executable",
+        "ascend_env_script",
+        "launcher",
+        "nproc_per_node",
+        "num_processes",
+        "visible_devices",
+        "accelerate_executable",
+        "resident_target",
+    }
+)
+_CHOICES = {"preset": PRESETS, "model_type": ("pro", "lite"), "audio_encode_mode": ("stream", "once")}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one client (all paths absolute, all numbers in range)."""
+
+    base_url: str = DEFAULT_BASE_URL
+    model: str = DEFAULT_MODEL
+    shared_local_dir: Path = Path(DEFAULT_SHARED_DIR)
+    shared_remote_dir: str = DEFAULT_SHARED_DIR
+    output_local_dir: Path | None = None
+    output_remote_dir: str | None = None
+    output_base_url: str | None = None
+    timeout_sec: float = 600.0
+    preset: str | None = None
+    config_json: Mapping[str, Any] = field(default_factory=dict)
+    api_key: str | None = field(default=None, repr=False)
+    async_jobs: bool = True
+    chunk_samples: int = PRO_SLICE_SAMPLES
+    save_dir: Path | None = None
+    max_clip_mb: float = 64.0
+
+    @classmethod
+    def load(
+        cls,
+        ws_url: str | None = None,
+        model: str | None = None,
+        host_config: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Build settings the way the host constructs clients: overrides, environment, host args."""
+        env = os.environ if environ is None else environ
+        given = dict(overrides or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ConfigError(f"unknown FlashHead setting(s) {unknown}; known: {sorted(known)}")
+
+        def raw(name: str) -> Any:
+            if given.get(name) is not None:
+                return given[name]
+            value = env.get(env_name(name), "").strip()
+            return value or None
+
+        host_config = host_config or {}
+        base_url = raw("base_url") or _http_url_or_none(ws_url) or DEFAULT_BASE_URL
+        shared_local = _abs_dir("shared_local_dir", raw("shared_local_dir") or DEFAULT_SHARED_DIR)
+        output_local = raw("output_local_dir")
+        config_json = _service_config(raw("config_json"))
+        preset = raw("preset")
+        if preset is not None and preset not in PRESETS:
+            raise ConfigError(f"{env_name('preset')}={preset!r} is not a preset; use one of {list(PRESETS)}")
+        save_dir = raw("save_dir")
+        return cls(
+            base_url=_url("base_url", base_url),
+            model=str(raw("model") or model or DEFAULT_MODEL),
+            shared_local_dir=shared_local,
+            shared_remote_dir=_abs_remote("shared_remote_dir", raw("shared_remote_dir") or str(shared_local)),
+            output_local_dir=_abs_dir("output_local_dir", output_local) if output_local else None,
+            output_remote_dir=_opt(raw("output_remote_dir"), lambda v: _abs_remote("output_remote_dir", v)),
+            output_base_url=_opt(raw("output_base_url"), lambda v: _url("output_base_url", v)),
+            timeout_sec=_positive_float("timeout_sec", raw("timeout_sec") or 600.0),
+            preset=preset,
+            config_json=config_json,
+            api_key=str(raw("api_key")) if raw("api_key") else None,
+            async_jobs=_bool("async_jobs", raw("async_jobs"), default=True),
+            chunk_samples=_positive_int(
+                "chunk_samples", raw("chunk_samples") or host_config.get("chunk_samples") or PRO_SLICE_SAMPLES
+            ),
+            save_dir=_abs_dir("save_dir", save_dir) if save_dir else None,
+            max_clip_mb=_positive_float("max_clip_mb", raw("max_clip_mb") or 64.0),
+        )
+
+    def service_config(self, output_dir: str) -> dict[str, Any]:
+        """The ``config`` object of a request: whitelisted keys only, ``output_dir`` always absolute."""
+        config: dict[str, Any] = {}
+        if self.preset:
+            config["preset"] = self.preset
+        config.update(self.config_json)
+        config.setdefault("output_dir", output_dir)
+        return config
+
+
+_ENV_SUFFIX = {"async_jobs": "ASYNC"}
+
+
+def env_name(setting: str) -> str:
+    """The environment variable behind a setting, e.g. ``base_url`` → ``OPENTALKING_FLASHHEAD_BASE_URL``."""
+    return ENV_PREFIX + _ENV_SUFFIX.get(setting, setting.upper())
+
+
+def _opt(value: Any, convert: Any) -> Any:
+    return None if value is None else convert(value)
+
+
+def _http_url_or_none(ws_url: str | None) -> str | None:
+    """The host passes its realtime ``ws_url``; only an http(s) one can be a /v1/generate base."""
+    if ws_url and urlsplit(ws_url).scheme in ("http", "https"):
+        return ws_url
+    return None
+
+
+def _url(name: str, value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{env_name(name)}={value!r} is not an http(s) URL; set it like http://host:8766")
+    return text
+
+
+def _abs_dir(name: str, value: Any) -> Path:
+    path = Path(str(value)).expanduser()
+    if not path.is_absolute():
+        raise ConfigError(f"{env_name(name)}={value!r} must be an absolute directory path")
+    return path
+
+
+def _abs_remote(name: str, value: Any) -> str:
+    text = str(value).strip()
+    if not text.startswith("/"):
+        raise ConfigError(f"{env_name(name)}={value!r} must be an absolute path as the service sees it")
+    return text.rstrip("/") or "/"
+
+
+def _positive_int(name: str, value: Any) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise ConfigError(f"{env_name(name)}={value!r} must be a whole number greater than 0")
+    return number
+
+
+def _positive_float(name: str, value: Any) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not (number > 0 and math.isfinite(number)):
+        raise ConfigError(f"{env_name(name)}={value!r} must be a number greater than 0")
+    return number
+
+
+def _bool(name: str, value: Any, *, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{env_name(name)}={value!r} must be one of 1/0, true/false, yes/no, on/off")
+
+
+def _service_config(value: Any) -> dict[str, Any]:
+    """Parse and vet CONFIG_JSON so the service never sees a key it would reject."""
+    name = env_name("config_json")
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f'{name} is not valid JSON ({exc}); give an object like {{"seed": 7}}') from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a JSON object, got {type(value).__name__}")
+    rejected = sorted(set(value) - SERVICE_CONFIG_KEYS)
+    if rejected:
+        raise ConfigError(
+            f"{name} has key(s) {rejected} that the FlashHead service rejects "
+            f"(fps, size and frame count are fixed by the model); allowed: {sorted(SERVICE_CONFIG_KEYS)}"
+        )
+    for key, choices in _CHOICES.items():
+        if key in value and value[key] not in choices:
+            raise ConfigError(f"{name}: {key}={value[key]!r} is not one of {list(choices)}")
+    if "output_dir" in value and not str(value["output_dir"]).startswith("/"):
+        raise ConfigError(f"{name}: output_dir={value['output_dir']!r} must be absolute as the service sees it")
+    return dict(value)

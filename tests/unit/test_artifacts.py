@@ -1,0 +1,109 @@
+"""Finding the clip: response shapes, path mapping, and the trust boundary around it."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+import pytest
+
+from opentalking_flashhead.artifacts import ClipLocator, ClipRef, find_clip
+from opentalking_flashhead.errors import ClipUnreadable
+from opentalking_flashhead.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("body", "ref"),
+    [
+        ({"outputs": [{"kind": "video", "path": "/o/a.mp4", "transport": "path", "data_b64": None}]}, "/o/a.mp4"),
+        ({"artifacts": [{"url": "http://svc:1/a.mp4"}]}, "http://svc:1/a.mp4"),
+        ({"result": {"outputs": [{"path": "/o/b.mp4"}]}}, "/o/b.mp4"),
+        ({"data": ["/o/c.mp4"]}, "/o/c.mp4"),
+        ({"outputs": [{"artifact": {"output_path": "/o/d.mp4"}}]}, "/o/d.mp4"),
+        ({"outputs": [{"kind": "image", "path": "/o/x.png"}, {"kind": "video", "path": "/o/e.mp4"}]}, "/o/e.mp4"),
+    ],
+)
+def test_response_shapes(body: dict, ref: str) -> None:
+    found = find_clip(body)
+    assert (found.url or found.path) == ref
+
+
+def test_inline_data_wins() -> None:
+    assert find_clip({"outputs": [{"path": "/o/a.mp4", "data_b64": "AAAA"}]}) == ClipRef(data_b64="AAAA")
+
+
+def test_no_video_is_an_error() -> None:
+    with pytest.raises(ClipUnreadable, match="no video artifact"):
+        find_clip({"outputs": []})
+
+
+def locator(tmp_path: Path, handler=None, **overrides: object) -> ClipLocator:
+    settings = Settings.load(
+        overrides={"base_url": "http://svc:1", "shared_local_dir": str(tmp_path / "local"), **overrides}, environ={}
+    )
+    transport = httpx.MockTransport(handler or (lambda r: httpx.Response(404)))
+    return ClipLocator(settings, httpx.AsyncClient(transport=transport))
+
+
+def test_mapping_prefers_output_dirs_then_shared(tmp_path: Path) -> None:
+    loc = locator(
+        tmp_path,
+        shared_remote_dir="/srv/io",
+        output_remote_dir="/srv/out",
+        output_local_dir=str(tmp_path / "out"),
+    )
+    assert loc.to_local("/srv/out/s/a.mp4") == (tmp_path / "out/s/a.mp4").resolve()
+    assert loc.to_local("/srv/io/s/a.mp4") == (tmp_path / "local/s/a.mp4").resolve()
+    assert loc.to_local("/elsewhere/a.mp4") is None
+    assert loc.to_local("/srv/io/../etc/passwd") is None
+    assert loc.to_remote(tmp_path / "local" / "s" / "a.wav") == "/srv/io/s/a.wav"
+
+
+def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "local").mkdir()
+    (tmp_path / "secret").write_text("x")
+    (tmp_path / "local" / "link.mp4").symlink_to(tmp_path / "secret")
+    with pytest.raises(ClipUnreadable, match="outside"):
+        locator(tmp_path).to_local(str(tmp_path / "local" / "link.mp4"))
+
+
+async def test_unmapped_path_names_the_variables(tmp_path: Path) -> None:
+    with pytest.raises(ClipUnreadable, match="OPENTALKING_FLASHHEAD_OUTPUT_BASE_URL"):
+        await locator(tmp_path).fetch(ClipRef(path="/srv/out/a.mp4"), tmp_path / "dl.mp4")
+
+
+async def test_inline_clip_is_written(tmp_path: Path) -> None:
+    data = b"\x00\x00\x00\x18ftypmp42"
+    path, owned = await locator(tmp_path).fetch(ClipRef(data_b64=base64.b64encode(data).decode()), tmp_path / "c.mp4")
+    assert owned and path.read_bytes() == data
+
+
+async def test_download_from_output_base_url(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert str(request.url) == "http://files:9/s/a.mp4"
+        return httpx.Response(200, content=b"clip")
+
+    loc = locator(tmp_path, handler, output_base_url="http://files:9", output_remote_dir="/srv/out")
+    path, owned = await loc.fetch(ClipRef(path="/srv/out/s/a.mp4"), tmp_path / "dl.mp4")
+    assert owned and path.read_bytes() == b"clip"
+
+
+async def test_foreign_origin_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ClipUnreadable, match="origin"):
+        await locator(tmp_path).fetch(ClipRef(url="http://evil:1/a.mp4"), tmp_path / "dl.mp4")
+    assert not (tmp_path / "dl.mp4").exists()
+
+
+async def test_redirect_is_not_followed(tmp_path: Path) -> None:
+    loc = locator(tmp_path, lambda r: httpx.Response(302, headers={"location": "http://evil:1/a.mp4"}))
+    with pytest.raises(ClipUnreadable, match="HTTP 302"):
+        await loc.fetch(ClipRef(url="http://svc:1/a.mp4"), tmp_path / "dl.mp4")
+    assert not (tmp_path / "dl.mp4").exists()
+
+
+async def test_oversized_download_is_cut_and_removed(tmp_path: Path) -> None:
+    loc = locator(tmp_path, lambda r: httpx.Response(200, content=b"x" * 2_000_000), max_clip_mb=1)
+    with pytest.raises(ClipUnreadable, match="exceeds 1 MB.*OPENTALKING_FLASHHEAD_MAX_CLIP_MB"):
+        await loc.fetch(ClipRef(url="http://svc:1/a.mp4"), tmp_path / "dl.mp4")
+    assert not (tmp_path / "dl.mp4").exists()

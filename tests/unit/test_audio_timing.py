@@ -1,0 +1,69 @@
+"""PCM validation, atomic WAV writing, and the cumulative frame rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from opentalking_flashhead.audio import to_int16, write_wav
+from opentalking_flashhead.timing import FrameClock, fit
+
+
+def test_int16_passes_through() -> None:
+    pcm = np.arange(10, dtype=np.int16)
+    assert to_int16(pcm) is pcm
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_is_scaled(dtype: type) -> None:
+    out = to_int16(np.array([0.0, 1.0, -1.0, 0.5], dtype=dtype))
+    assert out.dtype == np.int16
+    assert out.tolist() == [0, 32767, -32767, 16384]
+
+
+@pytest.mark.parametrize(
+    ("pcm", "words"),
+    [
+        (np.zeros((2, 5), dtype=np.int16), "1-D"),
+        (np.zeros(0, dtype=np.int16), "empty"),
+        (np.array([0.1, np.nan], dtype=np.float32), "NaN"),
+        (np.array([2.0], dtype=np.float32), "[-1, 1]"),
+        (np.zeros(4, dtype=np.int32), "int32"),
+        ([0, 1, 2], "numpy array"),
+    ],
+)
+def test_bad_pcm_says_what_it_got(pcm: object, words: str) -> None:
+    with pytest.raises(ValueError, match=words if words != "[-1, 1]" else r"\[-1, 1\]"):
+        to_int16(pcm)
+
+
+def test_wav_is_16_bit_mono_and_complete(tmp_path: Path) -> None:
+    pcm = (np.sin(np.arange(16000) / 10) * 10000).astype(np.int16)
+    path = write_wav(tmp_path / "a.wav", pcm, 16000)
+    info = sf.info(str(path))
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (16000, 1, "PCM_16", 16000)
+    assert np.array_equal(sf.read(str(path), dtype="int16")[0], pcm)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(Exception):
+        write_wav(tmp_path / "a.wav", np.zeros(4, dtype=np.int16), 0)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("chunk", [16000, 17920, 15360, 4000, 1234])
+def test_clock_holds_the_cumulative_rule(chunk: int) -> None:
+    clock = FrameClock(25, 16000)
+    for n in range(1, 40):
+        clock.advance(chunk, clock.due(chunk))
+        assert clock.frames == round(n * chunk * 25 / 16000)
+
+
+def test_fit_trims_and_pads() -> None:
+    assert fit([1, 2, 3], 2) == [1, 2]
+    assert fit([1, 2], 4) == [1, 2, 2, 2]
+    assert fit([1], 1) == [1]

@@ -1,0 +1,90 @@
+"""Settings: precedence, defaults and the errors a misconfiguration gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from opentalking_flashhead.errors import ConfigError
+from opentalking_flashhead.settings import SERVICE_CONFIG_KEYS, Settings
+
+
+def load(env: dict[str, str] | None = None, **overrides: object) -> Settings:
+    return Settings.load(overrides=overrides, environ=env or {})
+
+
+def test_defaults() -> None:
+    s = load()
+    assert s.base_url == "http://127.0.0.1:8766"
+    assert s.model == "soulx-flashhead-1.3b"
+    assert s.async_jobs is True
+    assert s.chunk_samples == 17920
+    assert s.shared_remote_dir == str(s.shared_local_dir)
+
+
+def test_override_beats_environment_beats_host_args() -> None:
+    env = {"OPENTALKING_FLASHHEAD_BASE_URL": "http://env:1", "OPENTALKING_FLASHHEAD_CHUNK_SAMPLES": "16000"}
+    s = Settings.load("http://host:2", "m", {"chunk_samples": 8000}, {"base_url": "http://kw:3/"}, env)
+    assert s.base_url == "http://kw:3"
+    assert s.chunk_samples == 16000
+    assert Settings.load(None, None, {"chunk_samples": 8000}, {}, {}).chunk_samples == 8000
+
+
+def test_ws_url_is_used_only_when_it_is_http() -> None:
+    assert Settings.load("ws://x:8765/realtime", environ={}).base_url == "http://127.0.0.1:8766"
+    assert Settings.load("http://gpu:8766", environ={}).base_url == "http://gpu:8766"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("BASE_URL", "gpu-box:8766", "http(s) URL"),
+        ("SHARED_LOCAL_DIR", "relative/dir", "absolute"),
+        ("SHARED_REMOTE_DIR", "relative", "absolute"),
+        ("OUTPUT_LOCAL_DIR", "out", "absolute"),
+        ("TIMEOUT_SEC", "soon", "greater than 0"),
+        ("TIMEOUT_SEC", "-1", "greater than 0"),
+        ("CHUNK_SAMPLES", "0", "whole number"),
+        ("CHUNK_SAMPLES", "1.5", "whole number"),
+        ("ASYNC", "maybe", "true/false"),
+        ("CONFIG_JSON", "{not json", "not valid JSON"),
+        ("CONFIG_JSON", "[1, 2]", "JSON object"),
+        ("CONFIG_JSON", '{"fps": 25}', "rejects"),
+        ("CONFIG_JSON", '{"model_type": "huge"}', "not one of"),
+        ("CONFIG_JSON", '{"output_dir": "out"}', "absolute"),
+        ("PRESET", "turbo", "preset"),
+        ("MAX_CLIP_MB", "lots", "greater than 0"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load({f"OPENTALKING_FLASHHEAD_{variable}": value})
+    assert f"OPENTALKING_FLASHHEAD_{variable}" in str(err.value)
+    assert words in str(err.value)
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown FlashHead setting"):
+        load(fps=25)
+
+
+@pytest.mark.parametrize("key", ["fps", "frame_num", "width", "height", "steps"])
+def test_fixed_geometry_is_never_whitelisted(key: str) -> None:
+    assert key not in SERVICE_CONFIG_KEYS
+
+
+def test_service_config_sends_output_dir_and_whitelisted_keys_only() -> None:
+    s = load({"OPENTALKING_FLASHHEAD_CONFIG_JSON": '{"seed": 7}', "OPENTALKING_FLASHHEAD_PRESET": "fast"})
+    assert s.service_config("/srv/out") == {"preset": "fast", "seed": 7, "output_dir": "/srv/out"}
+    pinned = load(config_json={"output_dir": "/mine"})
+    assert pinned.service_config("/srv/out")["output_dir"] == "/mine"
+
+
+def test_api_key_is_not_in_repr() -> None:
+    assert "sekrit" not in repr(load(api_key="sekrit"))
+
+
+def test_paths_are_paths() -> None:
+    s = load(shared_local_dir="/data/io", save_dir="/data/clips")
+    assert s.shared_local_dir == Path("/data/io") and s.save_dir == Path("/data/clips")
