@@ -1,0 +1,66 @@
+"""Is a FlashHead service really there? The answer behind "flashhead" in the host's model list.
+
+Asks ``/healthz`` then ``/v1/models`` with a short timeout, and caches the answer briefly: the
+WebUI polls the model list and every session start consults it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from opentalking_flashhead.errors import ConfigError
+from opentalking_flashhead.host.hookspecs import ProviderStatus
+from opentalking_flashhead.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_SEC = 1.5
+CACHE_SEC = 3.0
+READY = "flashhead_ready"
+
+_cache: dict[tuple[str, str, str | None], tuple[float, ProviderStatus]] = {}
+
+
+async def check_service() -> ProviderStatus:
+    """Connected with reason ``flashhead_ready``, or not, with ``not_configured``, ``unreachable``,
+    ``unauthorized`` or ``model_missing`` (the details go to the log)."""
+    try:
+        settings = Settings.load()
+    except ConfigError as exc:
+        log.warning("FlashHead is not configured: %s", exc)
+        return ProviderStatus(False, "not_configured")
+    key = (settings.base_url, settings.model, settings.api_key)
+    now = time.monotonic()
+    cached = _cache.get(key)
+    if cached is not None and now - cached[0] < CACHE_SEC:
+        return cached[1]
+    status, detail = await _probe(settings)
+    previous = cached[1] if cached else None
+    if not status.connected and status != previous:
+        log.warning("FlashHead service at %s is not available (%s): %s", settings.base_url, status.reason, detail)
+    _cache[key] = (now, status)
+    return status
+
+
+async def _probe(settings: Settings) -> tuple[ProviderStatus, str]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    async with httpx.AsyncClient(base_url=settings.base_url, headers=headers, timeout=PROBE_TIMEOUT_SEC) as http:
+        try:
+            health = await http.get("/healthz")
+            models = await http.get("/v1/models") if health.status_code == 200 else None
+        except httpx.HTTPError as exc:
+            return ProviderStatus(False, "unreachable"), f"{type(exc).__name__}: {exc}"
+    if models is None:
+        return ProviderStatus(False, "unreachable"), f"/healthz answered HTTP {health.status_code}"
+    if models.status_code in (401, 403):
+        return ProviderStatus(False, "unauthorized"), "set OPENTALKING_FLASHHEAD_API_KEY to a key the service accepts"
+    try:
+        listed = {str(item.get("id")) for item in models.json().get("data", []) if isinstance(item, dict)}
+    except (ValueError, AttributeError):
+        listed = set()
+    if settings.model not in listed:
+        return ProviderStatus(False, "model_missing"), f"{settings.model!r} is not among {sorted(listed)}"
+    return ProviderStatus(True, READY), ""
