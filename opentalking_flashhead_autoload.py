@@ -58,7 +58,7 @@ def install():
         sys.meta_path.insert(0, PluginFinder())
 
 
-try:
+try:  # noqa: SIM105 (contextlib would cost an import at every interpreter start)
     install()
 except Exception:  # never break interpreter start-up
     pass

@@ -104,6 +104,6 @@ async def test_redirect_is_not_followed(tmp_path: Path) -> None:
 
 async def test_oversized_download_is_cut_and_removed(tmp_path: Path) -> None:
     loc = locator(tmp_path, lambda r: httpx.Response(200, content=b"x" * 2_000_000), max_clip_mb=1)
-    with pytest.raises(ClipUnreadable, match="exceeds 1 MB.*OPENTALKING_FLASHHEAD_MAX_CLIP_MB"):
+    with pytest.raises(ClipUnreadable, match=r"exceeds 1 MB.*OPENTALKING_FLASHHEAD_MAX_CLIP_MB"):
         await loc.fetch(ClipRef(url="http://svc:1/a.mp4"), tmp_path / "dl.mp4")
     assert not (tmp_path / "dl.mp4").exists()

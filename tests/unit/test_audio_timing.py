@@ -50,7 +50,7 @@ def test_wav_is_16_bit_mono_and_complete(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError):
         write_wav(tmp_path / "a.wav", np.zeros(4, dtype=np.int16), 0)
     assert list(tmp_path.iterdir()) == []
 
