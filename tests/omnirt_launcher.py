@@ -1,0 +1,44 @@
+"""Serve the real OmniRT server on CPU with only FlashHead's compute faked (tests/fake_flashhead).
+
+Routing, validation, error texts, jobs and response JSON are OmniRT's own; the model subprocess
+is our fake checkout's generate_video.py, which renders a stand-in clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+FAKE_CHECKOUT = Path(__file__).resolve().parent / "fake_flashhead"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--api-key-file")
+    args = parser.parse_args()
+
+    os.environ.setdefault("OMNIRT_FLASHHEAD_REPO_PATH", str(FAKE_CHECKOUT))
+    os.environ.setdefault("OMNIRT_FLASHHEAD_CKPT_DIR", str(FAKE_CHECKOUT / "models" / "SoulX-FlashHead-1_3B"))
+    os.environ.setdefault("OMNIRT_FLASHHEAD_WAV2VEC_DIR", str(FAKE_CHECKOUT / "models" / "wav2vec2-base-960h"))
+    os.environ.setdefault("OMNIRT_FLASHHEAD_PYTHON", sys.executable)
+
+    import uvicorn
+    from omnirt.models.flashhead.pipeline import FlashHeadPipeline
+    from omnirt.server import create_app
+
+    FlashHeadPipeline.allow_cpu_stub_execution = True
+    app = create_app(
+        default_backend="cpu-stub",
+        default_request_config={"launcher": "python", "output_dir": str(Path(args.output_dir).resolve())},
+        api_key_file=args.api_key_file,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Start and stop local FlashHead services (real OmniRT, our stand-in) as subprocesses for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+TESTS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServiceProcess:
+    """One service on a loopback port; ``start`` again after ``stop`` reuses the same port."""
+
+    def __init__(
+        self,
+        kind: str,
+        command: Sequence[str],
+        output_dir: Path,
+        log_path: Path,
+        port: int,
+        api_key: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.command = list(command)
+        self.output_dir = output_dir
+        self.log_path = log_path
+        self.port = port
+        self.api_key = api_key
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> ServiceProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.log_path.parent,  # OmniRT writes its own omnirt.log into the working directory
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.kind} did not answer /healthz within {timeout:g} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def omnirt(workdir: Path, api_key: str | None = None, env: dict[str, str] | None = None) -> ServiceProcess:
+    """The real OmniRT server (PyPI omnirt[server]) with a fake model checkout."""
+    port = free_port()
+    output_dir = workdir / "omnirt-out"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(TESTS / "omnirt_launcher.py"), "--port", str(port), "--output-dir", str(output_dir)]
+    if api_key:
+        key_file = workdir / "omnirt-keys.txt"
+        key_file.write_text(api_key + "\n")
+        command += ["--api-key-file", str(key_file)]
+    return ServiceProcess("omnirt", command, output_dir, workdir / "omnirt.log", port, api_key, env)
