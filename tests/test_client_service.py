@@ -179,3 +179,28 @@ async def test_failed_generation_carries_the_jobs_error(failing_omnirt, shared_d
         await sync.generate(speech(17920))
     await sync.close()
     assert list(shared_dir.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def slow_omnirt(tmp_path_factory: pytest.TempPathFactory):
+    """Real OmniRT whose model takes two seconds per clip."""
+    import servers
+
+    service = servers.omnirt(tmp_path_factory.mktemp("slow"), env={"FAKE_FLASHHEAD_SLEEP": "2"})
+    yield service.start()
+    service.stop()
+
+
+async def test_close_cancels_the_chunk_in_flight(slow_omnirt, shared_dir, avatar_png) -> None:
+    import asyncio
+
+    client = make_client(slow_omnirt, shared_dir)
+    await client.init_session(ref_image=avatar_png)
+    pending = asyncio.ensure_future(client.generate(speech(17920)))
+    await asyncio.sleep(0.5)
+    await client.close()
+    with pytest.raises(FlashHeadError, match="closed while this chunk was generating"):
+        await pending
+    assert list(shared_dir.iterdir()) == []
+    await client.init_session(ref_image=avatar_png)  # and the object is reusable
+    await client.close()
