@@ -76,6 +76,7 @@ class FlashHeadClient:
         self._session: _Session | None = None
         self._inflight: set[asyncio.Task[list[Any]]] = set()
         self._aborted: set[asyncio.Task[list[Any]]] = set()
+        self._lifecycle = asyncio.Lock()
 
     def describe(self) -> dict[str, Any]:
         """The session parameters the host reads, as ``init_session`` returns them."""
@@ -103,15 +104,16 @@ class FlashHeadClient:
     ) -> dict[str, Any]:
         """Start a session with this face. ``prompt``, ``seed`` and host-specific keywords are ignored."""
         data, suffix = _read_image(ref_image)
-        await self.connect()
-        assert self._service is not None and self._locator is not None
-        await self._service.check_health()
-        if self._session is not None:
-            await self._end_session()
-        self._session = self._open_session(data, suffix)
+        async with self._lifecycle:  # the host may close() from another task meanwhile
+            await self.connect()
+            assert self._service is not None
+            await self._service.check_health()
+            if self._session is not None:
+                await self._end_session()
+            session = self._session = self._open_session(data, suffix)
         log.info(
             "FlashHead session %s: %s model=%s chunk=%d samples (%d frames)",
-            self._session.name,
+            session.name,
             self.settings.base_url,
             self.settings.model,
             self.audio_chunk_samples,
@@ -139,10 +141,11 @@ class FlashHeadClient:
 
     async def close(self, send_close_msg: bool = True) -> None:
         """End the session: cancel work in flight, remove its files, close connections. Reusable after."""
-        await self._end_session()
-        if self._service is not None:
-            await self._service.aclose()
-            self._service = self._locator = None
+        async with self._lifecycle:
+            await self._end_session()
+            if self._service is not None:
+                await self._service.aclose()
+                self._service = self._locator = None
 
     async def _generate(self, session: _Session, samples: np.ndarray) -> list[Any]:
         assert self._service is not None and self._locator is not None

@@ -34,6 +34,7 @@ class ServiceProcess:
         port: int,
         api_key: str | None = None,
         env: dict[str, str] | None = None,
+        health_path: str = "/healthz",
     ) -> None:
         self.kind = kind
         self.command = list(command)
@@ -42,6 +43,7 @@ class ServiceProcess:
         self.port = port
         self.api_key = api_key
         self.env = {**os.environ, **(env or {})}
+        self.health_path = health_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,12 +65,12 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
+                if httpx.get(self.base_url + self.health_path, timeout=1.0).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"{self.kind} did not answer /healthz within {timeout:g} s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.kind} did not answer {self.health_path} within {timeout:g} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -43,7 +43,7 @@ def base_image(image_path: Path) -> np.ndarray:
     with Image.open(image_path) as source:
         image = ImageOps.fit(source.convert("RGB"), (SIZE, SIZE), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, SIZE, 40), fill=(0, 0, 0))
+    draw.rectangle((0, 0, SIZE, 40), fill=(0, 0, 0))  # rows 36-39 carry the progress bar
     try:
         font = ImageFont.load_default(size=24)
     except TypeError:  # Pillow < 10.1 has one fixed-size bitmap font
@@ -114,6 +114,7 @@ def _encode(path: Path, base: np.ndarray, pcm: np.ndarray, frames: int) -> None:
         for index, level in enumerate(mouth_levels(pcm, frames)):
             image = base.copy()
             mouth.draw(image, float(level))
+            image[36:40, : SIZE * (index + 1) // frames] = (255, 214, 0)  # where in the clip this frame is
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = index
             frame.time_base = Fraction(1, FPS)

@@ -1,0 +1,145 @@
+"""Run the real OpenTalking 0.1.0 host for tests: a work dir, the server process, a WebRTC "browser".
+
+The host runs from its own environment (``OPENTALKING_HOST_VENV``, built by .ci/host-env.sh with
+this package installed from a wheel), so the ``.pth`` autoload is exercised as users get it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+from PIL import Image, ImageDraw
+
+import servers
+
+AVATAR_ID = "fh-test"
+
+
+def host_venv() -> Path | None:
+    """The OpenTalking environment named by ``OPENTALKING_HOST_VENV``, if it is there."""
+    raw = os.environ.get("OPENTALKING_HOST_VENV", "")
+    venv = Path(raw) if raw else None
+    return venv if venv is not None and (venv / "bin" / "opentalking-unified").exists() else None
+
+
+def make_workdir(root: Path) -> Path:
+    """A host work dir: a small config and one flashhead avatar drawn here."""
+    avatar = root / "examples" / "avatars" / AVATAR_ID
+    avatar.mkdir(parents=True)
+    (root / "configs").mkdir()
+    (root / "configs" / "default.yaml").write_text("# defaults are enough for a CPU test host\n")
+    manifest = {
+        "id": AVATAR_ID,
+        "name": "FlashHead test face",
+        "model_type": "flashhead",
+        "fps": 25,
+        "sample_rate": 16000,
+        "width": 512,
+        "height": 512,
+        "version": "1",
+    }
+    (avatar / "manifest.json").write_text(json.dumps(manifest))
+    image = Image.new("RGB", (512, 512), (60, 100, 150))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((136, 60, 376, 420), fill=(225, 185, 155))
+    image.save(avatar / "reference.png")
+    image.resize((128, 128)).save(avatar / "preview.png")
+    return root
+
+
+def opentalking(venv: Path, workdir: Path, env: dict[str, str]) -> servers.ServiceProcess:
+    """``opentalking-unified`` from ``venv`` on a free loopback port (not started)."""
+    port = servers.free_port()
+    host_env = {
+        "OPENTALKING_CONFIG_FILE": str(workdir / "configs" / "default.yaml"),
+        "OPENTALKING_AVATARS_DIR": str(workdir / "examples" / "avatars"),
+        "OPENTALKING_MEMORY_PROVIDER": "none",
+        "OPENTALKING_TORCH_DEVICE": "cpu",
+        "OPENTALKING_STT_PREWARM_ON_STARTUP": "0",
+        "OPENTALKING_UNIFIED_HOST": "127.0.0.1",
+        "OPENTALKING_UNIFIED_PORT": str(port),
+        **env,
+    }
+    command = [str(venv / "bin" / "opentalking-unified")]
+    return servers.ServiceProcess(
+        "opentalking", command, workdir, workdir / "opentalking.log", port, env=host_env, health_path="/health"
+    )
+
+
+def clip_progress(rgb) -> int | None:  # type: ignore[no-untyped-def]
+    """Where in its clip a stand-in frame is (progress bar length in pixels); None for other frames.
+
+    Generated frames carry the stand-in's black banner with a progress bar under it; the host's
+    idle frames are the bare reference image.
+    """
+    if float(rgb[4:30, :, :].mean()) > 60.0:
+        return None
+    return int((rgb[37, :, 0] > 128).sum())
+
+
+def count_generated(progress: list[int | None]) -> int:
+    """Distinct generated frames in playback order: the bar moves on every new frame of a clip and
+    starts over with the next clip; a frame the host repeats while idle leaves it where it was."""
+    count, last = 0, None
+    for value in progress:
+        if value is not None and (last is None or abs(value - last) > 6):
+            count += 1
+        last = value if value is not None else last
+    return count
+
+
+async def receive_video(base_url: str, session_id: str, *, until_frames: int, timeout: float) -> list[tuple]:
+    """Play the browser: negotiate WebRTC and collect ``(width, height, clip progress)`` per received frame."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    peer = RTCPeerConnection()
+    peer.addTransceiver("video", direction="recvonly")
+    peer.addTransceiver("audio", direction="recvonly")
+    sizes: list[tuple] = []
+    done = asyncio.Event()
+    pulls: list[asyncio.Future] = []
+
+    @peer.on("track")
+    def on_track(track) -> None:  # type: ignore[no-untyped-def]
+        if track.kind != "video":
+            return
+
+        async def pull() -> None:
+            while not done.is_set():
+                frame = await track.recv()
+                sizes.append((frame.width, frame.height, clip_progress(frame.to_ndarray(format="rgb24"))))
+                if len(sizes) >= until_frames:
+                    done.set()
+
+        pulls.append(asyncio.ensure_future(pull()))
+
+    await peer.setLocalDescription(await peer.createOffer())
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        answer = (
+            (
+                await http.post(
+                    f"/sessions/{session_id}/webrtc/offer",
+                    json={"sdp": peer.localDescription.sdp, "type": peer.localDescription.type},
+                )
+            )
+            .raise_for_status()
+            .json()
+        )
+    await peer.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+    deadline = time.monotonic() + timeout
+    try:
+        await asyncio.wait_for(done.wait(), timeout=max(0.1, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        pass
+    finally:
+        done.set()
+        await peer.close()
+        for task in pulls:
+            task.cancel()
+        await asyncio.gather(*pulls, return_exceptions=True)
+    return sizes
