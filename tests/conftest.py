@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 import servers
 
-SERVICE_KINDS = ["omnirt"]
+SERVICE_KINDS = ["omnirt", "standin"]
 
 
 def _started(service: servers.ServiceProcess) -> Iterator[servers.ServiceProcess]:

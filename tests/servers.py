@@ -97,3 +97,16 @@ def omnirt(workdir: Path, api_key: str | None = None, env: dict[str, str] | None
         key_file.write_text(api_key + "\n")
         command += ["--api-key-file", str(key_file)]
     return ServiceProcess("omnirt", command, output_dir, workdir / "omnirt.log", port, api_key, env)
+
+
+def standin(workdir: Path, api_key: str | None = None, env: dict[str, str] | None = None) -> ServiceProcess:
+    """Our stand-in service, started as a user starts it (``opentalking-flashhead serve-standin``)."""
+    port = free_port()
+    output_dir = workdir / "standin-out"
+    command = [sys.executable, "-m", "opentalking_flashhead.cli", "serve-standin", "--port", str(port)]
+    command += ["--output-dir", str(output_dir)]
+    if api_key:
+        key_file = workdir / "standin-keys.txt"
+        key_file.write_text(api_key + "\n")
+        command += ["--api-key-file", str(key_file)]
+    return ServiceProcess("standin", command, output_dir, workdir / "standin.log", port, api_key, env)
