@@ -43,3 +43,24 @@ def write_wav(path: Path, pcm: np.ndarray, sample_rate: int) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def load_speech(path: Path, sample_rate: int) -> np.ndarray:
+    """Any audio PyAV reads (WAV, MP3, FLAC, OGG; any rate, any channels) as int16 mono at ``sample_rate``."""
+    import av
+
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+    blocks: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ValueError(f"{path} has no audio stream")
+            for frame in container.decode(container.streams.audio[0]):
+                blocks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+            blocks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"cannot read audio from {path}: {exc}") from exc
+    pcm = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int16)
+    if pcm.size == 0:
+        raise ValueError(f"{path} holds no audio samples")
+    return pcm.astype(np.int16, copy=False)

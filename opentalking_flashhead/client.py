@@ -126,7 +126,10 @@ class FlashHeadClient:
         samples = audio.to_int16(pcm)
         if self._session is None:
             raise FlashHeadError("init_session() must be called before generate()")
-        task = asyncio.ensure_future(self._generate(self._session, samples))
+        session = self._session
+        session.chunks += 1
+        due, first = session.clock.reserve(samples.size)
+        task = asyncio.ensure_future(self._generate(session, session.chunks, samples, due, first))
         self._inflight.add(task)
         try:
             return await task
@@ -147,10 +150,8 @@ class FlashHeadClient:
                 await self._service.aclose()
                 self._service = self._locator = None
 
-    async def _generate(self, session: _Session, samples: np.ndarray) -> list[Any]:
+    async def _generate(self, session: _Session, index: int, samples: np.ndarray, due: int, first: int) -> list[Any]:
         assert self._service is not None and self._locator is not None
-        session.chunks += 1
-        index = session.chunks
         wav = audio.write_wav(session.dir / f"chunk-{index:06d}.wav", samples, SAMPLE_RATE)
         clip: Path | None = None
         try:
@@ -163,7 +164,6 @@ class FlashHeadClient:
                 }
             )
             clip, _ = await self._locator.fetch(find_clip(body), session.dir / f"clip-{index:06d}.mp4")
-            due = session.clock.due(samples.size)
             limit = MAX_FRAME_FACTOR * max(1, round(samples.size * FPS / SAMPLE_RATE))
             images = await asyncio.to_thread(video.decode_bgr, clip, max_frames=limit)
             if self.settings.save_dir is not None:
@@ -172,11 +172,9 @@ class FlashHeadClient:
             wav.unlink(missing_ok=True)
             if clip is not None:
                 clip.unlink(missing_ok=True)
-        start_ms = session.clock.next_timestamp_ms
-        session.clock.advance(samples.size, due)
         step = 1000.0 / FPS
         return [
-            VideoFrameData(data=img, width=img.shape[1], height=img.shape[0], timestamp_ms=start_ms + i * step)
+            VideoFrameData(data=img, width=img.shape[1], height=img.shape[0], timestamp_ms=(first + i) * step)
             for i, img in enumerate(fit(images, due) if due > 0 else [])
         ]
 

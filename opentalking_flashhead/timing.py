@@ -13,7 +13,11 @@ T = TypeVar("T")
 
 
 class FrameClock:
-    """Counts samples and frames of one session and says how many frames each chunk owes."""
+    """Counts samples and frames of one session and says how many frames each chunk owes.
+
+    A chunk's share is fixed when it is submitted, in call order, so chunks generated
+    concurrently (``render --jobs``) still add up exactly, whichever finishes first.
+    """
 
     def __init__(self, fps: int, sample_rate: int) -> None:
         self.fps = fps
@@ -21,21 +25,12 @@ class FrameClock:
         self.samples = 0
         self.frames = 0
 
-    def due(self, chunk_samples: int) -> int:
-        """Frames the next chunk of ``chunk_samples`` must yield (without advancing the clock)."""
-        total = self.samples + chunk_samples
-        return round(total * self.fps / self.sample_rate) - self.frames
-
-    def advance(self, chunk_samples: int, frames: int) -> None:
+    def reserve(self, chunk_samples: int) -> tuple[int, int]:
+        """Account for the next chunk: ``(frames it must yield, index of its first frame)``."""
+        first = self.frames
         self.samples += chunk_samples
-        self.frames += frames
-
-    def reset(self) -> None:
-        self.samples = self.frames = 0
-
-    @property
-    def next_timestamp_ms(self) -> float:
-        return self.frames * 1000.0 / self.fps
+        self.frames = round(self.samples * self.fps / self.sample_rate)
+        return self.frames - first, first
 
 
 def fit(frames: list[T], count: int) -> list[T]:

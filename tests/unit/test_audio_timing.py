@@ -58,9 +58,12 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("chunk", [16000, 17920, 15360, 4000, 1234])
 def test_clock_holds_the_cumulative_rule(chunk: int) -> None:
     clock = FrameClock(25, 16000)
+    total = 0
     for n in range(1, 40):
-        clock.advance(chunk, clock.due(chunk))
-        assert clock.frames == round(n * chunk * 25 / 16000)
+        due, first = clock.reserve(chunk)
+        assert first == total
+        total += due
+        assert total == round(n * chunk * 25 / 16000)
 
 
 def test_fit_trims_and_pads() -> None:
