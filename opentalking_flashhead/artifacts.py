@@ -98,21 +98,16 @@ def _under(path: str, root: str) -> str | None:
         return None
 
 
-class ClipLocator:
-    """Maps paths between this process and the service, and fetches clips into local files."""
+class PathMap:
+    """Paths between this process and the service: output dirs first, then shared storage."""
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.http = http
-        self.max_bytes = int(settings.max_clip_mb * 1024 * 1024)
         pairs: list[tuple[str, Path]] = []
         if settings.output_remote_dir and settings.output_local_dir:
             pairs.append((settings.output_remote_dir, settings.output_local_dir))
         pairs.append((settings.shared_remote_dir, settings.shared_local_dir))
         self.mappings = pairs
-        self.origins = {_origin(settings.base_url)}
-        if settings.output_base_url:
-            self.origins.add(_origin(settings.output_base_url))
 
     def to_remote(self, local: Path) -> str:
         """The path under which the service sees one of our files in shared storage."""
@@ -134,6 +129,19 @@ class ClipLocator:
             return candidate
         return None
 
+
+class ClipLocator:
+    """Fetches the clip a response names into a readable local file, trusting nothing it is told."""
+
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.http = http
+        self.paths = PathMap(settings)
+        self.max_bytes = int(settings.max_clip_mb * 1024 * 1024)
+        self.origins = {_origin(settings.base_url)}
+        if settings.output_base_url:
+            self.origins.add(_origin(settings.output_base_url))
+
     async def fetch(self, ref: ClipRef, dest: Path) -> tuple[Path, bool]:
         """A readable local file for ``ref``; ``True`` when it was written to ``dest`` by us."""
         if ref.data_b64 is not None:
@@ -148,7 +156,7 @@ class ClipLocator:
         if ref.url is not None:
             return await self._download(ref.url, dest), True
         assert ref.path is not None
-        local = self.to_local(ref.path)
+        local = self.paths.to_local(ref.path)
         if local is not None and local.is_file():
             return local, False
         if self.settings.output_base_url:

@@ -59,6 +59,12 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from opentalking_flashhead.doctor import run
+
+    return run(**({"base_url": args.base_url} if args.base_url else {}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opentalking-flashhead", description=__doc__.split(":")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--jobs", type=int, default=1, help="chunks in flight at once (default 1)")
     render.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     render.set_defaults(run=_render)
+
+    doctor = commands.add_parser("doctor", help="check a FlashHead deployment part by part, with fixes")
+    doctor.add_argument("--base-url", help="the FlashHead service (default: $OPENTALKING_FLASHHEAD_BASE_URL)")
+    doctor.set_defaults(run=_doctor)
 
     standin = commands.add_parser(
         "serve-standin", help="serve a stand-in FlashHead service (OmniRT's protocol, drawn frames, no GPU)"

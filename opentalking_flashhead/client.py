@@ -159,7 +159,7 @@ class FlashHeadClient:
                 {
                     "task": "audio2video",
                     "model": self.settings.model,
-                    "inputs": {"image": session.reference_remote, "audio": self._locator.to_remote(wav)},
+                    "inputs": {"image": session.reference_remote, "audio": self._locator.paths.to_remote(wav)},
                     "config": self.settings.service_config(session.output_remote),
                 }
             )
@@ -203,8 +203,8 @@ class FlashHeadClient:
             output_remote = f"{settings.output_remote_dir}/{name}"
             output_local = settings.output_local_dir / name if settings.output_local_dir else None
         else:
-            output_remote = self._locator.to_remote(directory / "out")
-        return _Session(name, directory, self._locator.to_remote(reference), output_remote, output_local)
+            output_remote = self._locator.paths.to_remote(directory / "out")
+        return _Session(name, directory, self._locator.paths.to_remote(reference), output_remote, output_local)
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""

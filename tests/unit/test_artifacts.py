@@ -53,11 +53,11 @@ def test_mapping_prefers_output_dirs_then_shared(tmp_path: Path) -> None:
         output_remote_dir="/srv/out",
         output_local_dir=str(tmp_path / "out"),
     )
-    assert loc.to_local("/srv/out/s/a.mp4") == (tmp_path / "out/s/a.mp4").resolve()
-    assert loc.to_local("/srv/io/s/a.mp4") == (tmp_path / "local/s/a.mp4").resolve()
-    assert loc.to_local("/elsewhere/a.mp4") is None
-    assert loc.to_local("/srv/io/../etc/passwd") is None
-    assert loc.to_remote(tmp_path / "local" / "s" / "a.wav") == "/srv/io/s/a.wav"
+    assert loc.paths.to_local("/srv/out/s/a.mp4") == (tmp_path / "out/s/a.mp4").resolve()
+    assert loc.paths.to_local("/srv/io/s/a.mp4") == (tmp_path / "local/s/a.mp4").resolve()
+    assert loc.paths.to_local("/elsewhere/a.mp4") is None
+    assert loc.paths.to_local("/srv/io/../etc/passwd") is None
+    assert loc.paths.to_remote(tmp_path / "local" / "s" / "a.wav") == "/srv/io/s/a.wav"
 
 
 def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text("x")
     (tmp_path / "local" / "link.mp4").symlink_to(tmp_path / "secret")
     with pytest.raises(ClipUnreadable, match="outside"):
-        locator(tmp_path).to_local(str(tmp_path / "local" / "link.mp4"))
+        locator(tmp_path).paths.to_local(str(tmp_path / "local" / "link.mp4"))
 
 
 async def test_unmapped_path_names_the_variables(tmp_path: Path) -> None:
