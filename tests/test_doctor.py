@@ -46,7 +46,11 @@ def test_missing_key_is_named_with_its_fix(keyed_standin, shared_dir: Path, monk
 
 def test_wrong_remote_prefix_is_caught_by_the_probe(keyed_standin, shared_dir: Path, monkeypatch, capsys) -> None:
     code, lines = doctor(
-        monkeypatch, capsys, BASE_URL=keyed_standin, SHARED_LOCAL_DIR=str(shared_dir), API_KEY=KEY,
+        monkeypatch,
+        capsys,
+        BASE_URL=keyed_standin,
+        SHARED_LOCAL_DIR=str(shared_dir),
+        API_KEY=KEY,
         SHARED_REMOTE_DIR="/not/where/the/service/looks",
     )
     assert code == 1

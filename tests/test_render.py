@@ -80,9 +80,9 @@ def test_cli_starts_a_labelled_standin_when_no_service_is_configured(
     source = tmp_path / "speech.wav"
     sf.write(source, voice(1.2, 16000), 16000, subtype="PCM_16")
     out = tmp_path / "out.mp4"
-    tail_args = ("-o", str(out), "--jobs", "2")
+    args = ["render", str(source), "--image", str(avatar_png), "-o", str(out), "--jobs", "2"]
     run = subprocess.run(
-        [sys.executable, "-m", "opentalking_flashhead.cli", "render", str(source), "--image", str(avatar_png), *tail_args],
+        [sys.executable, "-m", "opentalking_flashhead.cli", *args],
         capture_output=True,
         text=True,
         check=False,
