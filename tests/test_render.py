@@ -55,7 +55,7 @@ def test_any_audio_renders_to_round_duration_frames(
     )
     frames, kinds = streams(out)
     assert frames == summary.frames == round(summary.audio_sec * 25)
-    assert abs(summary.audio_sec - duration) < 0.05
+    assert abs(summary.audio_sec - duration) < 0.08  # an MP3 decoder may keep one 1152-sample frame of padding
     assert kinds == ["aac", "h264"]
     assert list((tmp_path / "io").iterdir()) == []
 
