@@ -8,6 +8,7 @@ verbatim; connection failures and 502/503/504 are worth retrying, 4xx never.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -157,22 +158,20 @@ class ServiceClient:
         try:
             polls = 0
             while True:
-                job = (await self._request("GET", f"/v1/jobs/{job_id}", deadline)).json()
-                state = job.get("state")
-                if state in TERMINAL_STATES:
-                    return self._job_result(job)
                 pause = POLL_BACKOFF[min(polls, len(POLL_BACKOFF) - 1)]
                 remaining = deadline - time.monotonic()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(finished.wait(), timeout=max(0.0, min(pause, remaining)))
+                job = (await self._request("GET", f"/v1/jobs/{job_id}", deadline)).json()
+                if job.get("state") in TERMINAL_STATES:
+                    return self._job_result(job)
                 if remaining <= 0:
                     await self.cancel_job(job_id)
                     raise ServiceUnavailable(
-                        f"job {job_id} still {state} after {self.settings.timeout_sec:g} s; "
+                        f"job {job_id} still {job.get('state')} after {self.settings.timeout_sec:g} s; "
                         f"raise {env_name('timeout_sec')} if generation is slow"
                     )
-                try:
-                    await asyncio.wait_for(finished.wait(), timeout=min(pause, remaining))
-                except asyncio.TimeoutError:
-                    polls += 1
+                polls += 1
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
