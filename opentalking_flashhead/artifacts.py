@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from opentalking_flashhead.errors import ClipUnreadable
+from opentalking_flashhead.errors import ClipUnreadable, DecodeError
 from opentalking_flashhead.settings import Settings, env_name
 
 _REF_KEYS = ("path", "url", "uri", "file", "filename", "output_path", "video")
@@ -148,7 +148,7 @@ class ClipLocator:
             try:
                 data = base64.b64decode(ref.data_b64, validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise ClipUnreadable(f"the service's inline clip is not valid base64: {exc}") from exc
+                raise DecodeError(f"the service's inline clip is not valid base64: {exc}") from exc
             if len(data) > self.max_bytes:
                 raise ClipUnreadable(self._too_big(len(data)))
             dest.write_bytes(data)
@@ -183,7 +183,10 @@ class ClipLocator:
         try:
             async with self.http.stream("GET", url, follow_redirects=False) as response:
                 if response.status_code != 200:
-                    raise ClipUnreadable(f"downloading the clip from {url} answered HTTP {response.status_code}")
+                    raise ClipUnreadable(
+                        f"downloading the clip from {url} answered HTTP {response.status_code}",
+                        retryable=response.status_code >= 500,
+                    )
                 with dest.open("wb") as out:
                     async for block in response.aiter_bytes():
                         size += len(block)
@@ -192,7 +195,7 @@ class ClipLocator:
                         out.write(block)
         except httpx.HTTPError as exc:
             dest.unlink(missing_ok=True)
-            raise ClipUnreadable(f"downloading the clip from {url} failed: {exc}") from exc
+            raise ClipUnreadable(f"downloading the clip from {url} failed: {exc}", retryable=True) from exc
         except BaseException:
             dest.unlink(missing_ok=True)
             raise

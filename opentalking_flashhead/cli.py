@@ -28,6 +28,7 @@ def _serve_standin(args: argparse.Namespace) -> int:
         api_key_file=args.api_key_file,
         latency=args.latency,
         capacity=args.capacity,
+        fail_rate=args.fail_rate,
     )
     return 0
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     standin.add_argument("--api-key-file", type=Path, help="accept only the keys in this file (one per line)")
     standin.add_argument("--latency", type=float, default=0.0, help="seconds each generation takes at least")
     standin.add_argument("--capacity", type=int, default=1, help="generations that run at once")
+    standin.add_argument("--fail-rate", type=float, default=0.0, help="share of generations that fail transiently")
     standin.set_defaults(run=_serve_standin)
     return parser
 

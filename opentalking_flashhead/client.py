@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import logging
 import shutil
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from opentalking_flashhead import audio, video
+from opentalking_flashhead import audio, storage, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
 from opentalking_flashhead.errors import ConfigError, FlashHeadError
 from opentalking_flashhead.host.frames import VideoFrameData
-from opentalking_flashhead.service import ServiceClient
+from opentalking_flashhead.service import RETRY_BACKOFF, ServiceClient, Stats
 from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, Settings, env_name
 from opentalking_flashhead.timing import FrameClock, fit
 
@@ -43,8 +45,10 @@ class _Session:
     reference_remote: str
     output_remote: str
     output_local: Path | None
+    still: np.ndarray
     clock: FrameClock = field(default_factory=lambda: FrameClock(FPS, SAMPLE_RATE))
     chunks: int = 0
+    stills_in_a_row: int = 0
 
 
 class FlashHeadClient:
@@ -77,6 +81,7 @@ class FlashHeadClient:
         self._inflight: set[asyncio.Task[list[Any]]] = set()
         self._aborted: set[asyncio.Task[list[Any]]] = set()
         self._lifecycle = asyncio.Lock()
+        self.stats = Stats()
 
     def describe(self) -> dict[str, Any]:
         """The session parameters the host reads, as ``init_session`` returns them."""
@@ -96,7 +101,7 @@ class FlashHeadClient:
     async def connect(self) -> None:
         """Open the HTTP client (idempotent); nothing is sent until ``init_session``."""
         if self._service is None:
-            self._service = ServiceClient(self.settings)
+            self._service = ServiceClient(self.settings, stats=self.stats)
             self._locator = ClipLocator(self.settings, self._service.http)
 
     async def init_session(
@@ -124,6 +129,11 @@ class FlashHeadClient:
     async def generate(self, pcm: np.ndarray) -> list[Any]:
         """Frames for one chunk of 16 kHz audio: exactly as many as keep the session in sync."""
         samples = audio.to_int16(pcm)
+        if samples.size > self.audio_chunk_samples:
+            raise ValueError(
+                f"audio chunk of {samples.size} samples is longer than audio_chunk_samples={self.audio_chunk_samples}; "
+                f"split it, or raise {env_name('chunk_samples')}"
+            )
         if self._session is None:
             raise FlashHeadError("init_session() must be called before generate()")
         session = self._session
@@ -151,38 +161,88 @@ class FlashHeadClient:
                 self._service = self._locator = None
 
     async def _generate(self, session: _Session, index: int, samples: np.ndarray, due: int, first: int) -> list[Any]:
-        assert self._service is not None and self._locator is not None
+        """One chunk under the failure policy: misconfigurations raise at once; hiccups are retried
+        until the chunk's deadline, then covered by still frames (up to MAX_STILL_CHUNKS in a row)."""
+        assert self._locator is not None
+        self.stats.chunks += 1
+        deadline = time.monotonic() + self.settings.chunk_deadline_sec
         wav = audio.write_wav(session.dir / f"chunk-{index:06d}.wav", samples, SAMPLE_RATE)
-        clip: Path | None = None
+        first_failure: FlashHeadError | None = None  # what started the trouble; later ones may be mere timeouts
         try:
-            body = await self._service.generate(
-                {
-                    "task": "audio2video",
-                    "model": self.settings.model,
-                    "inputs": {"image": session.reference_remote, "audio": self._locator.paths.to_remote(wav)},
-                    "config": self.settings.service_config(session.output_remote),
-                }
-            )
-            clip, _ = await self._locator.fetch(find_clip(body), session.dir / f"clip-{index:06d}.mp4")
-            limit = MAX_FRAME_FACTOR * max(1, round(samples.size * FPS / SAMPLE_RATE))
-            images = await asyncio.to_thread(video.decode_bgr, clip, max_frames=limit)
-            if self.settings.save_dir is not None:
-                shutil.copyfile(clip, self.settings.save_dir / f"{session.name}-{index:06d}.mp4")
+            for attempt in itertools.count():
+                try:
+                    images = await self._attempt(session, index, wav, samples.size, deadline)
+                    session.stills_in_a_row = 0
+                    break
+                except FlashHeadError as exc:
+                    if not exc.retryable:
+                        raise
+                    first_failure = first_failure or exc
+                    pause = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
+                    if time.monotonic() + pause >= deadline:
+                        images = [self._still_for(session, first_failure)]
+                        break
+                    self.stats.retries += 1
+                    log.warning("FlashHead chunk %d failed (%s); retrying in %.2f s", index, exc, pause)
+                    await asyncio.sleep(pause)
         finally:
             wav.unlink(missing_ok=True)
-            if clip is not None:
-                clip.unlink(missing_ok=True)
+        if due > 0 and session.stills_in_a_row == 0:
+            session.still = images[-1]
         step = 1000.0 / FPS
         return [
             VideoFrameData(data=img, width=img.shape[1], height=img.shape[0], timestamp_ms=(first + i) * step)
             for i, img in enumerate(fit(images, due) if due > 0 else [])
         ]
 
+    async def _attempt(self, session: _Session, index: int, wav: Path, samples: int, deadline: float) -> list[Any]:
+        """Request, fetch and decode one chunk's clip once."""
+        assert self._service is not None and self._locator is not None
+        body = await self._service.generate(
+            {
+                "task": "audio2video",
+                "model": self.settings.model,
+                "inputs": {"image": session.reference_remote, "audio": self._locator.paths.to_remote(wav)},
+                "config": self.settings.service_config(session.output_remote),
+            },
+            deadline,
+        )
+        clip: Path | None = None
+        try:
+            clip, _ = await self._locator.fetch(find_clip(body), session.dir / f"clip-{index:06d}.mp4")
+            limit = MAX_FRAME_FACTOR * max(1, round(samples * FPS / SAMPLE_RATE))
+            images = await asyncio.to_thread(video.decode_bgr, clip, max_frames=limit)
+            if self.settings.save_dir is not None:
+                shutil.copyfile(clip, self.settings.save_dir / f"{session.name}-{index:06d}.mp4")
+            return images
+        finally:
+            if clip is not None:
+                clip.unlink(missing_ok=True)
+
+    def _still_for(self, session: _Session, cause: FlashHeadError) -> np.ndarray:
+        """The frame that covers a chunk which could not be generated in time, or the error itself."""
+        if self.settings.on_error == "raise" or session.stills_in_a_row >= self.settings.max_still_chunks:
+            raise cause
+        session.stills_in_a_row += 1
+        self.stats.still_chunks += 1
+        log.warning(
+            "FlashHead chunk failed until its deadline (%s); showing a still frame so the audio stays in sync "
+            "(%d of %d in a row before giving up; %s=raise turns this off)",
+            cause,
+            session.stills_in_a_row,
+            self.settings.max_still_chunks,
+            env_name("on_error"),
+        )
+        return session.still
+
     def _open_session(self, image: bytes, suffix: str) -> _Session:
         assert self._locator is not None
         settings = self.settings
-        name = f"session-{uuid.uuid4().hex[:12]}"
+        name = f"{storage.SESSION_PREFIX}{uuid.uuid4().hex[:12]}"
         directory = settings.shared_local_dir / name
+        for root in (settings.shared_local_dir, settings.output_local_dir):
+            if root is not None:
+                storage.sweep_stale_sessions(root)
         try:
             directory.mkdir(parents=True)
             if settings.save_dir is not None:
@@ -204,7 +264,8 @@ class FlashHeadClient:
             output_local = settings.output_local_dir / name if settings.output_local_dir else None
         else:
             output_remote = self._locator.paths.to_remote(directory / "out")
-        return _Session(name, directory, self._locator.paths.to_remote(reference), output_remote, output_local)
+        still = video.still_of(image, (WIDTH, HEIGHT))
+        return _Session(name, directory, self._locator.paths.to_remote(reference), output_remote, output_local, still)
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""

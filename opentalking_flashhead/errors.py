@@ -2,7 +2,8 @@
 
 Every class derives from :class:`FlashHeadError`, so ``except FlashHeadError`` catches all of
 them; the subclasses say *what* went wrong so a caller can pick a fix (reconfigure, retry,
-reconnect) without parsing messages.
+reconnect) without parsing messages. ``retryable`` says whether trying the same chunk again can
+help (a hiccup) or not (a misconfiguration, or a service we refuse to trust).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 class FlashHeadError(Exception):
     """Base class of every error raised by opentalking-flashhead."""
+
+    retryable = False
 
 
 class ConfigError(FlashHeadError, ValueError):
@@ -22,6 +25,8 @@ class ServiceUnavailable(FlashHeadError, RuntimeError):
     The message always contains ``not connected``: OpenTalking's runner reconnects and retries
     once when a ``RuntimeError`` says so.
     """
+
+    retryable = True
 
     def __init__(self, message: str) -> None:
         super().__init__(f"FlashHead service not connected: {message}")
@@ -40,16 +45,27 @@ class RequestRejected(FlashHeadError):
 class GenerationFailed(FlashHeadError):
     """The service accepted the request but generation failed; ``error`` is the job's message."""
 
+    #: Job errors that mean the service is misconfigured: trying again cannot help.
+    PERMANENT = ("not configured", "not found", "does not exist", "No such file", "is relative")
+
     def __init__(self, error: str, job_id: str | None = None) -> None:
         self.error = error
         self.job_id = job_id
+        self.retryable = not any(marker in error for marker in self.PERMANENT)
         where = f" (job {job_id})" if job_id else ""
         super().__init__(f"FlashHead generation failed{where}: {error}")
 
 
 class ClipUnreadable(FlashHeadError):
-    """The service produced a clip that this process cannot open (path mapping, origin, download)."""
+    """The clip cannot or must not be read here (path mapping, origin, size); ``retryable`` when a
+    download failed on the way."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class DecodeError(FlashHeadError):
-    """The clip was read but holds no decodable video frames."""
+    """The clip was read but is truncated, empty, not a video, or far too long: worth another try."""
+
+    retryable = True

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -66,11 +68,24 @@ def _detail(response: httpx.Response) -> str:
     return detail if isinstance(detail, str) else json.dumps(detail)
 
 
+@dataclass
+class Stats:
+    """What a client has done over its life: for logs, doctors and load tests."""
+
+    chunks: int = 0
+    requests: int = 0  # generate requests sent, repeats included
+    retries: int = 0  # requests (or whole chunks) repeated after a transient failure
+    still_chunks: int = 0
+
+
 class ServiceClient:
     """Async HTTP client of one FlashHead service: health, generate (sync or as a job), cancel."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None, stats: Stats | None = None
+    ) -> None:
         self.settings = settings
+        self.stats = stats or Stats()
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.http = httpx.AsyncClient(
             base_url=settings.base_url,
@@ -95,9 +110,12 @@ class ServiceClient:
         if response.status_code != 200:
             raise ServiceUnavailable(f"{url} answered HTTP {response.status_code}: {_detail(response)}")
 
-    async def generate(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Run one generation and return the sync-style body (``outputs`` and ``metadata``)."""
-        deadline = time.monotonic() + self.settings.timeout_sec
+    async def generate(self, payload: Mapping[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """Run one generation and return the sync-style body (``outputs`` and ``metadata``).
+
+        ``deadline`` (``time.monotonic()``) bounds it, retries included; by default the timeout.
+        """
+        deadline = min(deadline or math.inf, time.monotonic() + self.settings.timeout_sec)
         if not self.settings.async_jobs:
             response = await self._request("POST", "/v1/generate", deadline, json=dict(payload))
             return response.json()
@@ -120,12 +138,14 @@ class ServiceClient:
         attempt = 0
         while True:
             timeout = max(0.1, deadline - time.monotonic())
+            if method == "POST":
+                self.stats.requests += 1
             try:
                 response = await self.http.request(method, path, timeout=timeout, **kwargs)
             except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
                 raise ServiceUnavailable(
-                    f"{self.settings.base_url}{path} did not answer within "
-                    f"{self.settings.timeout_sec:g} s; raise {env_name('timeout_sec')} if generation is slow"
+                    f"{self.settings.base_url}{path} did not answer within {timeout:.1f} s; raise "
+                    f"{env_name('timeout_sec')} or {env_name('chunk_deadline_sec')} if generation is slow"
                 ) from exc
             except httpx.TransportError as exc:
                 problem = f"{self.settings.base_url}{path}: {type(exc).__name__}: {exc}"
@@ -140,6 +160,7 @@ class ServiceClient:
             if time.monotonic() + pause >= deadline:
                 raise ServiceUnavailable(f"{problem} (gave up after {attempt + 1} attempts)")
             log.warning("FlashHead request failed, retrying in %.2f s: %s", pause, problem)
+            self.stats.retries += 1
             await asyncio.sleep(pause)
             attempt += 1
 
@@ -162,14 +183,19 @@ class ServiceClient:
                 remaining = deadline - time.monotonic()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(finished.wait(), timeout=max(0.0, min(pause, remaining)))
-                job = (await self._request("GET", f"/v1/jobs/{job_id}", deadline)).json()
+                try:
+                    job = (await self._request("GET", f"/v1/jobs/{job_id}", deadline)).json()
+                except RequestRejected as exc:
+                    if exc.status_code != 404:
+                        raise
+                    raise GenerationFailed("the service no longer knows this job (restarted?)", job_id) from exc
                 if job.get("state") in TERMINAL_STATES:
                     return self._job_result(job)
                 if remaining <= 0:
                     await self.cancel_job(job_id)
                     raise ServiceUnavailable(
-                        f"job {job_id} still {job.get('state')} after {self.settings.timeout_sec:g} s; "
-                        f"raise {env_name('timeout_sec')} if generation is slow"
+                        f"job {job_id} still {job.get('state')} at its deadline; raise "
+                        f"{env_name('timeout_sec')} or {env_name('chunk_deadline_sec')} if generation is slow"
                     )
                 polls += 1
         finally:

@@ -32,6 +32,8 @@ WIDTH = HEIGHT = 512
 PRO_SLICE_SAMPLES = 17920
 
 PRESETS = ("fast", "balanced", "quality", "low-vram")
+#: What a chunk that keeps failing transiently yields: still frames (keeps the audio in sync) or an error.
+ON_ERROR = ("still", "raise")
 
 #: The ``config`` keys OmniRT 0.1.0 accepts for FlashHead; any other key is a 400 there.
 SERVICE_CONFIG_KEYS = frozenset(
@@ -85,6 +87,9 @@ class Settings:
     chunk_samples: int = PRO_SLICE_SAMPLES
     save_dir: Path | None = None
     max_clip_mb: float = 64.0
+    chunk_deadline_sec: float = 600.0
+    on_error: str = "still"
+    max_still_chunks: int = 3
 
     @classmethod
     def load(
@@ -114,9 +119,6 @@ class Settings:
         shared_local = _abs_dir("shared_local_dir", raw("shared_local_dir") or DEFAULT_SHARED_DIR)
         output_local = raw("output_local_dir")
         config_json = _service_config(raw("config_json"))
-        preset = raw("preset")
-        if preset is not None and preset not in PRESETS:
-            raise ConfigError(f"{env_name('preset')}={preset!r} is not a preset; use one of {list(PRESETS)}")
         save_dir = raw("save_dir")
         return cls(
             base_url=_url("base_url", base_url),
@@ -127,7 +129,7 @@ class Settings:
             output_remote_dir=_opt(raw("output_remote_dir"), lambda v: _abs_remote("output_remote_dir", v)),
             output_base_url=_opt(raw("output_base_url"), lambda v: _url("output_base_url", v)),
             timeout_sec=_positive_float("timeout_sec", raw("timeout_sec") or 600.0),
-            preset=preset,
+            preset=_opt(raw("preset"), lambda v: _choice("preset", v, PRESETS)),
             config_json=config_json,
             api_key=str(raw("api_key")) if raw("api_key") else None,
             async_jobs=_bool("async_jobs", raw("async_jobs"), default=True),
@@ -136,6 +138,11 @@ class Settings:
             ),
             save_dir=_abs_dir("save_dir", save_dir) if save_dir else None,
             max_clip_mb=_positive_float("max_clip_mb", raw("max_clip_mb") or 64.0),
+            chunk_deadline_sec=_positive_float(
+                "chunk_deadline_sec", raw("chunk_deadline_sec") or raw("timeout_sec") or 600.0
+            ),
+            on_error=_choice("on_error", raw("on_error") or "still", ON_ERROR),
+            max_still_chunks=_count("max_still_chunks", raw("max_still_chunks"), default=3),
         )
 
     def service_config(self, output_dir: str) -> dict[str, Any]:
@@ -196,6 +203,25 @@ def _positive_int(name: str, value: Any) -> int:
         number = 0
     if number <= 0:
         raise ConfigError(f"{env_name(name)}={value!r} must be a whole number greater than 0")
+    return number
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower()
+    if text not in choices:
+        raise ConfigError(f"{env_name(name)}={value!r} must be one of {list(choices)}")
+    return text
+
+
+def _count(name: str, value: Any, *, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ConfigError(f"{env_name(name)}={value!r} must be a whole number, 0 or more")
     return number
 
 

@@ -99,12 +99,14 @@ def omnirt(workdir: Path, api_key: str | None = None, env: dict[str, str] | None
     return ServiceProcess("omnirt", command, output_dir, workdir / "omnirt.log", port, api_key, env)
 
 
-def standin(workdir: Path, api_key: str | None = None, env: dict[str, str] | None = None) -> ServiceProcess:
+def standin(
+    workdir: Path, api_key: str | None = None, env: dict[str, str] | None = None, extra_args: Sequence[str] = ()
+) -> ServiceProcess:
     """Our stand-in service, started as a user starts it (``opentalking-flashhead serve-standin``)."""
     port = free_port()
     output_dir = workdir / "standin-out"
     command = [sys.executable, "-m", "opentalking_flashhead.cli", "serve-standin", "--port", str(port)]
-    command += ["--output-dir", str(output_dir)]
+    command += ["--output-dir", str(output_dir), *extra_args]
     if api_key:
         key_file = workdir / "standin-keys.txt"
         key_file.write_text(api_key + "\n")

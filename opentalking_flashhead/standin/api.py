@@ -68,10 +68,19 @@ class ApiKeys(BaseHTTPMiddleware):
 
 
 def create_app(
-    *, output_dir: Path, api_keys: set[str] | None = None, latency: float = 0.0, capacity: int = 1
+    *,
+    output_dir: Path,
+    api_keys: set[str] | None = None,
+    latency: float = 0.0,
+    capacity: int = 1,
+    fail_rate: float = 0.0,
 ) -> FastAPI:
-    """A stand-in FlashHead service writing clips to ``output_dir`` unless a request names another."""
-    runner = JobRunner(output_dir, latency=latency, capacity=capacity)
+    """A stand-in FlashHead service writing clips to ``output_dir`` unless a request names another.
+
+    ``fail_rate`` makes that share of generations fail transiently (half as 503, half as a failed
+    run), as a flaky GPU service does.
+    """
+    runner = JobRunner(output_dir, latency=latency, capacity=capacity, fail_rate=fail_rate / 2)
     app = FastAPI(title="FlashHead stand-in (no model)", version="0.1.0")
     app.state.runner = runner
     app.router.add_event_handler("shutdown", runner.shutdown)
@@ -103,6 +112,8 @@ def create_app(
         errors = validate(payload.task, payload.model, payload.inputs, payload.config)
         if errors:
             raise HTTPException(status_code=400, detail="\n".join(f"- {e}" for e in errors))
+        if runner.flaky():
+            return PlainTextResponse("stand-in: simulated overload (--fail-rate)", status_code=503)
         job, record = runner.submit(request)
         if payload.async_run:
             return record

@@ -6,6 +6,7 @@ takes at least ``latency`` seconds, so a client or benchmark sees a slow service
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -65,9 +66,11 @@ class Job:
 class JobRunner:
     """Runs stand-in generations with bounded concurrency and keeps every job for polling."""
 
-    def __init__(self, output_dir: Path, *, latency: float = 0.0, capacity: int = 1) -> None:
+    def __init__(self, output_dir: Path, *, latency: float = 0.0, capacity: int = 1, fail_rate: float = 0.0) -> None:
         self.output_dir = output_dir
         self.latency = latency
+        self.fail_rate = fail_rate
+        self.random = random.Random()
         self.pool = ThreadPoolExecutor(max_workers=max(1, capacity), thread_name_prefix="standin")
         self.jobs: dict[str, Job] = {}
         self.listeners: set[Callable[[], None]] = set()
@@ -116,8 +119,14 @@ class JobRunner:
         job.state, job.finished_at_ms = "succeeded", _now_ms()
         self._event(job, "job_finished")
 
+    def flaky(self) -> bool:
+        """Whether this request should suffer a simulated transient failure (``fail_rate``)."""
+        return self.fail_rate > 0 and self.random.random() < self.fail_rate
+
     def _generate(self, request: dict[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
+        if self.flaky():
+            raise RuntimeError("stand-in: simulated transient failure (--fail-rate)")
         config = request.get("config") or {}
         output_dir = Path(str(config.get("output_dir") or self.output_dir))
         if not output_dir.is_absolute():

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -34,21 +35,36 @@ def serve(
     api_key_file: Path | None = None,
     latency: float = 0.0,
     capacity: int = 1,
+    fail_rate: float = 0.0,
 ) -> None:
     """Serve until interrupted."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(output_dir=output_dir, api_keys=load_api_keys(api_key_file), latency=latency, capacity=capacity)
+    keys = load_api_keys(api_key_file)
+    app = create_app(output_dir=output_dir, api_keys=keys, latency=latency, capacity=capacity, fail_rate=fail_rate)
     print(f"{BANNER}\n  listening on http://{host}:{port}, clips in {output_dir}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @contextmanager
 def running_standin(
-    output_dir: Path, *, api_keys: set[str] | None = None, latency: float = 0.0, capacity: int = 1
+    output_dir: Path,
+    *,
+    api_keys: set[str] | None = None,
+    latency: float = 0.0,
+    capacity: int = 1,
+    fail_rate: float = 0.0,
 ) -> Iterator[str]:
     """A stand-in on a free loopback port for the duration of the block; yields its base URL."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(output_dir=output_dir, api_keys=api_keys, latency=latency, capacity=capacity)
+    app = create_app(output_dir=output_dir, api_keys=api_keys, latency=latency, capacity=capacity, fail_rate=fail_rate)
+    with running_app(app) as url:
+        log.info("%s, at %s", BANNER, url)
+        yield url
+
+
+@contextmanager
+def running_app(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port, on a background thread; yields its URL."""
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -57,11 +73,9 @@ def running_standin(
     try:
         while not server.started:
             if not thread.is_alive():
-                raise RuntimeError("the stand-in FlashHead service failed to start")
+                raise RuntimeError("the local service failed to start")
             time.sleep(0.01)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        log.info("%s, at %s", BANNER, url)
-        yield url
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join()

@@ -53,7 +53,10 @@ def test_ws_url_is_used_only_when_it_is_http() -> None:
         ("CONFIG_JSON", '{"fps": 25}', "rejects"),
         ("CONFIG_JSON", '{"model_type": "huge"}', "not one of"),
         ("CONFIG_JSON", '{"output_dir": "out"}', "absolute"),
-        ("PRESET", "turbo", "preset"),
+        ("PRESET", "turbo", "must be one of"),
+        ("ON_ERROR", "ignore", "must be one of"),
+        ("MAX_STILL_CHUNKS", "-1", "0 or more"),
+        ("CHUNK_DEADLINE_SEC", "0", "greater than 0"),
         ("MAX_CLIP_MB", "lots", "greater than 0"),
     ],
 )

@@ -1,0 +1,295 @@
+"""The fault matrix: every way a FlashHead service can misbehave, each against a real local server.
+
+Policy (README, "Failure policy"): misconfigurations raise at once with the service's message;
+transient failures are retried until the chunk's deadline, then covered by still frames of exactly
+the chunk's frame count (at most MAX_STILL_CHUNKS in a row); nothing is ever left in shared storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from faultservice import FaultService
+
+from opentalking_flashhead import FlashHeadClient
+from opentalking_flashhead.errors import (
+    ClipUnreadable,
+    DecodeError,
+    FlashHeadError,
+    GenerationFailed,
+    ServiceUnavailable,
+)
+from opentalking_flashhead.standin.serve import running_app
+from opentalking_flashhead.video import still_of
+
+import servers
+
+pytestmark = pytest.mark.service
+SLICE = 17920
+
+
+def speech(samples: int = SLICE, seed: int = 0) -> np.ndarray:
+    t = np.arange(samples) / 16000
+    rng = np.random.default_rng(seed)
+    return ((np.sin(2 * np.pi * 190 * t) + 0.1 * rng.standard_normal(samples)) * 9000).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory):
+    service = FaultService(tmp_path_factory.mktemp("faulty"), hang_sec=5.0)
+    with running_app(service.app) as url:
+        service.base_url = url
+        yield service
+
+
+@pytest.fixture
+def client_for(faulty: FaultService, shared_dir: Path):
+    made: list[FlashHeadClient] = []
+
+    def make(**overrides: object) -> FlashHeadClient:
+        settings = {"base_url": faulty.base_url, "shared_local_dir": str(shared_dir), "chunk_deadline_sec": 0.8}
+        client = FlashHeadClient(**{**settings, **overrides})
+        made.append(client)
+        return client
+
+    faulty.script.clear()
+    yield make
+    faulty.script.clear()
+
+
+def assert_clean(shared_dir: Path) -> None:
+    assert list(shared_dir.iterdir()) == [], sorted(shared_dir.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("fault", "async_jobs"),
+    [
+        ("503", True),
+        ("500", False),
+        ("job_failed", True),
+        ("truncated", True),
+        ("empty", True),
+        ("not_video", True),
+        ("too_long", True),
+        ("hang", False),
+    ],
+)
+async def test_transient_fault_then_success_is_retried(client_for, faulty, shared_dir, avatar_png, fault, async_jobs):
+    # A request may take timeout_sec; a chunk, retries included, its deadline.
+    client = client_for(async_jobs=async_jobs, timeout_sec=1.0, chunk_deadline_sec=3.0)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend([fault])
+    frames = await client.generate(speech())
+    assert len(frames) == 28
+    assert client.stats.retries == 1 and client.stats.still_chunks == 0
+    await client.close()
+    assert_clean(shared_dir)
+
+
+@pytest.mark.parametrize("fault", ["503", "job_failed", "truncated", "not_video", "too_long", "hang"])
+async def test_persistent_transient_fault_becomes_still_frames(
+    client_for, faulty, shared_dir, avatar_png, fault, caplog
+) -> None:
+    client = client_for()
+    await client.init_session(ref_image=avatar_png)
+    good = await client.generate(speech())
+    faulty.script.extend([fault] * 20)
+    with caplog.at_level(logging.WARNING, logger="opentalking_flashhead.client"):
+        frames = await client.generate(speech(16000))
+    assert len(frames) == round((SLICE + 16000) * 25 / 16000) - 28  # 25: the chunk's exact share
+    assert all(f.data is good[-1].data for f in frames)  # the last good frame, held
+    assert [f.timestamp_ms for f in frames] == [(28 + i) * 40.0 for i in range(len(frames))]
+    assert "showing a still frame" in caplog.text
+    assert client.stats.still_chunks == 1
+    await client.close()
+    assert_clean(shared_dir)
+
+
+async def test_stills_before_any_good_frame_show_the_reference(client_for, faulty, shared_dir, avatar_png) -> None:
+    client = client_for()
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend(["503"] * 20)
+    frames = await client.generate(speech())
+    assert len(frames) == 28
+    assert np.array_equal(frames[0].data, still_of(avatar_png.read_bytes(), (512, 512)))
+    await client.close()
+    assert_clean(shared_dir)
+
+
+async def test_too_many_stills_in_a_row_raise(client_for, faulty, shared_dir, avatar_png) -> None:
+    client = client_for(max_still_chunks=2, chunk_deadline_sec=0.4)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend(["503"] * 100)
+    assert len(await client.generate(speech())) == 28
+    assert len(await client.generate(speech())) == 28
+    with pytest.raises(ServiceUnavailable, match=r"not connected.*HTTP 503"):
+        await client.generate(speech())
+    faulty.script.clear()
+    assert len(await client.generate(speech())) == 28  # recovers, and the count starts again
+    await client.close()
+    assert_clean(shared_dir)
+
+
+async def test_on_error_raise_turns_stills_off(client_for, faulty, shared_dir, avatar_png) -> None:
+    client = client_for(on_error="raise", chunk_deadline_sec=0.4)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend(["truncated"] * 100)
+    with pytest.raises(DecodeError, match="not a decodable video"):
+        await client.generate(speech())
+    await client.close()
+    assert_clean(shared_dir)
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "words"),
+    [
+        ("job_failed_permanent", GenerationFailed, "repo_path not found"),
+        ("outside", ClipUnreadable, "not readable from this machine"),
+        ("dotdot", ClipUnreadable, "not readable from this machine"),
+        ("symlink", ClipUnreadable, "outside"),
+        ("foreign_url", ClipUnreadable, "origin"),
+        ("oversized", ClipUnreadable, "exceeds 1 MB"),
+        ("redirect", ClipUnreadable, "HTTP 302"),
+    ],
+)
+async def test_misconfiguration_and_untrusted_clips_raise_at_once(
+    client_for, faulty, shared_dir, avatar_png, fault, error, words
+) -> None:
+    client = client_for(max_clip_mb=1)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend([fault])
+    before = faulty.requests
+    with pytest.raises(error, match=words):
+        await client.generate(speech())
+    assert faulty.requests == before + 1  # never retried
+    await client.close()
+    assert_clean(shared_dir)
+
+
+async def test_bad_pcm_is_refused_before_any_request(client_for, faulty, shared_dir, avatar_png) -> None:
+    client = client_for()
+    await client.init_session(ref_image=avatar_png)
+    before = faulty.requests
+    for bad in (
+        speech().astype(np.int32),
+        speech().reshape(2, -1),
+        np.array([np.nan], np.float32),
+        np.zeros(0, np.int16),
+        speech(SLICE + 1),
+    ):
+        with pytest.raises(ValueError):
+            await client.generate(bad)
+    assert faulty.requests == before
+    await client.close()
+    assert_clean(shared_dir)
+
+
+async def test_service_killed_and_restarted_mid_session(tmp_path, shared_dir, avatar_png) -> None:
+    service = servers.standin(tmp_path).start()
+    client = FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared_dir), chunk_deadline_sec=1.0)
+    try:
+        await client.init_session(ref_image=avatar_png)
+        good = await client.generate(speech())
+        service.stop()
+        down = await client.generate(speech())
+        assert len(down) == 28 and all(f.data is good[-1].data for f in down)
+        service.start()
+        again = await client.generate(speech(seed=3))
+        assert len(again) == 28 and again[0].data is not good[-1].data
+        assert client.stats.still_chunks == 1
+    finally:
+        await client.close()
+        service.stop()
+    assert_clean(shared_dir)
+
+
+async def test_service_down_before_the_session(shared_dir, avatar_png, free_port) -> None:
+    client = FlashHeadClient(base_url=f"http://127.0.0.1:{free_port}", shared_local_dir=str(shared_dir))
+    with pytest.raises(ServiceUnavailable, match="not connected"):
+        await client.init_session(ref_image=avatar_png)
+    await client.close()
+    assert_clean(shared_dir)
+
+
+async def test_stale_session_dirs_are_swept_on_start(tmp_path, faulty, avatar_png) -> None:
+    import os
+
+    from opentalking_flashhead import storage
+
+    shared = tmp_path / "shared-stale"
+    old, fresh = shared / "session-0ld", shared / "session-fresh"
+    for directory in (old, fresh):
+        directory.mkdir(parents=True)
+        (directory / "chunk-000001.wav").write_bytes(b"x")
+    day_and_a_bit = time.time() - 25 * 3600
+    os.utime(old, (day_and_a_bit, day_and_a_bit))
+    client = FlashHeadClient(base_url=faulty.base_url, shared_local_dir=str(shared))
+    await client.init_session(ref_image=avatar_png)
+    await client.close()
+    assert sorted(p.name for p in shared.iterdir()) == ["session-fresh"]
+    storage._swept.discard(shared)
+
+
+def test_api_key_never_appears_in_errors_or_logs(caplog) -> None:
+    import asyncio
+
+    async def fail() -> str:
+        client = FlashHeadClient(base_url="http://127.0.0.1:9", api_key="sekrit-key-42", timeout_sec=0.3)
+        with caplog.at_level(logging.DEBUG):
+            try:
+                await client.init_session(ref_image=b"\x89PNG not really")
+            except (FlashHeadError, ValueError) as exc:
+                return f"{exc!r} {client.settings!r}"
+            finally:
+                await client.close()
+        return ""
+
+    text = asyncio.run(fail())
+    assert text and "sekrit-key-42" not in text and "sekrit-key-42" not in caplog.text
+
+
+async def test_load_eight_sessions_with_flaky_service(tmp_path, avatar_png) -> None:
+    """8 concurrent sessions x 100 chunks, 10 % of requests failing transiently at random."""
+    import asyncio
+
+    sessions, chunks = 8, 100
+    service = servers.standin(tmp_path, extra_args=("--fail-rate", "0.1", "--capacity", "8")).start()
+    shared = tmp_path / "shared-load"
+    latencies: list[float] = []
+    clients = [
+        FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared), chunk_deadline_sec=20)
+        for _ in range(sessions)
+    ]
+
+    async def session(client: FlashHeadClient) -> None:
+        await client.init_session(ref_image=avatar_png)
+        total = 0
+        for i in range(chunks):
+            pcm = speech(16000, seed=i)  # 25 frames a chunk: the rule, not the slice, decides
+            started = time.perf_counter()
+            frames = await client.generate(pcm)
+            latencies.append(time.perf_counter() - started)
+            total += len(frames)
+            assert len(frames) == 25 and total == round((i + 1) * 16000 * 25 / 16000)
+        await client.close()
+
+    try:
+        await asyncio.gather(*(session(client) for client in clients))
+    finally:
+        service.stop()
+    requests = sum(c.stats.requests for c in clients)
+    retries = sum(c.stats.retries for c in clients)
+    stills = sum(c.stats.still_chunks for c in clients)
+    q = statistics.quantiles(latencies, n=20)
+    print(
+        f"\nload: {sessions} sessions x {chunks} chunks, requests {requests}, retries {retries}, "
+        f"still chunks {stills}, chunk latency p50 {statistics.median(latencies) * 1000:.0f} ms "
+        f"p95 {q[18] * 1000:.0f} ms"
+    )
+    assert retries > 0 and requests == sessions * chunks + retries
+    assert list(shared.iterdir()) == []
