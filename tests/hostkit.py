@@ -52,8 +52,10 @@ def make_workdir(root: Path) -> Path:
     return root
 
 
-def opentalking(venv: Path, workdir: Path, env: dict[str, str]) -> servers.ServiceProcess:
-    """``opentalking-unified`` from ``venv`` on a free loopback port (not started)."""
+def opentalking(
+    venv: Path, workdir: Path, env: dict[str, str], command: str = "opentalking-unified"
+) -> servers.ServiceProcess:
+    """``opentalking-unified`` (or ``opentalking-api``) from ``venv`` on a free loopback port (not started)."""
     port = servers.free_port()
     host_env = {
         "OPENTALKING_CONFIG_FILE": str(workdir / "configs" / "default.yaml"),
@@ -63,12 +65,39 @@ def opentalking(venv: Path, workdir: Path, env: dict[str, str]) -> servers.Servi
         "OPENTALKING_STT_PREWARM_ON_STARTUP": "0",
         "OPENTALKING_UNIFIED_HOST": "127.0.0.1",
         "OPENTALKING_UNIFIED_PORT": str(port),
+        "OPENTALKING_API_HOST": "127.0.0.1",
+        "OPENTALKING_API_PORT": str(port),
         **env,
     }
-    command = [str(venv / "bin" / "opentalking-unified")]
     return servers.ServiceProcess(
-        "opentalking", command, workdir, workdir / "opentalking.log", port, env=host_env, health_path="/health"
+        command,
+        [str(venv / "bin" / command)],
+        workdir,
+        workdir / f"{command}.log",
+        port,
+        env=host_env,
+        health_path="/health",
     )
+
+
+def worker(venv: Path, workdir: Path, env: dict[str, str], port: int) -> servers.ServiceProcess:
+    """``opentalking-worker`` (the realtime half of a split deployment) on ``port`` (not started)."""
+    worker_env = {**env, "OPENTALKING_WORKER_HOST": "127.0.0.1", "OPENTALKING_WORKER_PORT": str(port)}
+    return servers.ServiceProcess(
+        "opentalking-worker",
+        [str(venv / "bin" / "opentalking-worker")],
+        workdir,
+        workdir / "worker.log",
+        port,
+        env=worker_env,
+    )
+
+
+def redis_server(workdir: Path) -> servers.ServiceProcess:
+    """A throwaway Redis on a free loopback port, for the split API/worker deployment (not started)."""
+    port = servers.free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return servers.ServiceProcess("redis", command, workdir, workdir / "redis.log", port, health_path=None)
 
 
 def clip_progress(rgb) -> int | None:  # type: ignore[no-untyped-def]

@@ -34,7 +34,7 @@ class ServiceProcess:
         port: int,
         api_key: str | None = None,
         env: dict[str, str] | None = None,
-        health_path: str = "/healthz",
+        health_path: str | None = "/healthz",
     ) -> None:
         self.kind = kind
         self.command = list(command)
@@ -64,13 +64,21 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.base_url + self.health_path, timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
+            if self._answers():
+                return self
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"{self.kind} did not answer {self.health_path} within {timeout:g} s:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        """HTTP services answer their health route; others (Redis) accept a connection."""
+        try:
+            if self.health_path is None:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
+                return True
+            return httpx.get(self.base_url + self.health_path, timeout=1.0).status_code == 200
+        except (OSError, httpx.HTTPError):
+            return False
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 import time
 from pathlib import Path
 
@@ -41,6 +42,19 @@ def wav_bytes(samples: int) -> bytes:
     out = io.BytesIO()
     sf.write(out, (voice * 12000).astype(np.int16), 16000, format="WAV", subtype="PCM_16")
     return out.getvalue()
+
+
+async def speak_and_watch(host: servers.ServiceProcess, session_id: str, chunks: int) -> list[tuple]:
+    """Be the browser while ``chunks`` slices of speech are uploaded; return what it received."""
+    watching = asyncio.ensure_future(hostkit.receive_video(host.base_url, session_id, until_frames=10_000, timeout=10))
+    await asyncio.sleep(1.5)
+    async with httpx.AsyncClient(timeout=30) as http:
+        spoken = await http.post(
+            f"{host.base_url}/sessions/{session_id}/speak_flashtalk_audio",
+            files={"file": ("speech.wav", wav_bytes(chunks * 17920), "audio/wav")},
+        )
+    assert spoken.status_code == 200, spoken.text
+    return await watching
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
@@ -90,21 +104,7 @@ def test_session_speaks_through_flashhead_to_a_webrtc_peer(stack) -> None:
     assert created.status_code == 200, created.text
     session_id = created.json()["session_id"]
     chunks = 3
-
-    async def speak_and_watch() -> list[tuple]:
-        watching = asyncio.ensure_future(
-            hostkit.receive_video(host.base_url, session_id, until_frames=10_000, timeout=12)
-        )
-        await asyncio.sleep(1.0)
-        async with httpx.AsyncClient(timeout=30) as http:
-            spoken = await http.post(
-                f"{host.base_url}/sessions/{session_id}/speak_flashtalk_audio",
-                files={"file": ("speech.wav", wav_bytes(chunks * 17920), "audio/wav")},
-            )
-        assert spoken.status_code == 200, spoken.text
-        return await watching
-
-    frames = asyncio.run(speak_and_watch())
+    frames = asyncio.run(speak_and_watch(host, session_id, chunks))
     assert {(w, h) for w, h, _ in frames} == {(512, 512)}
     assert hostkit.count_generated([progress for _, _, progress in frames]) == chunks * 28
     assert httpx.delete(f"{host.base_url}/sessions/{session_id}", timeout=30).status_code == 200
@@ -163,3 +163,40 @@ def test_disabled_plugin_leaves_the_host_stock(stack, tmp_path: Path) -> None:
         assert httpx.post(f"{host.base_url}/sessions", json=SESSION, timeout=30).status_code == 400
     finally:
         host.stop()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="the split deployment needs redis-server")
+def test_split_api_and_worker_processes(tmp_path: Path) -> None:
+    """opentalking-api + opentalking-worker over Redis: the plugin loads in both processes."""
+    venv = hostkit.host_venv()
+    assert venv is not None
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    omnirt = servers.omnirt(tmp_path).start()
+    redis = hostkit.redis_server(tmp_path).start()
+    worker_port = servers.free_port()
+    env = {
+        "OPENTALKING_FLASHHEAD_BASE_URL": omnirt.base_url,
+        "OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR": str(shared),
+        "OPENTALKING_REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+        "OPENTALKING_WORKER_URL": f"http://127.0.0.1:{worker_port}",
+        "FLASHTALK_TTS_TRAILING_SILENCE_MS": "0",
+    }
+    workdir = hostkit.make_workdir(tmp_path / "work")
+    api = hostkit.opentalking(venv, workdir, env, command="opentalking-api")
+    worker = hostkit.worker(venv, workdir, api.env, worker_port)
+    try:
+        worker.start(timeout=120)
+        api.start(timeout=120)
+        assert flashhead_status(api)["reason"] == "flashhead_ready"
+        created = httpx.post(f"{api.base_url}/sessions", json=SESSION, timeout=60)
+        assert created.status_code == 200, created.text
+        frames = asyncio.run(speak_and_watch(api, created.json()["session_id"], chunks=2))
+        assert hostkit.count_generated([progress for _, _, progress in frames]) == 2 * 28  # drawn via our client
+        httpx.delete(f"{api.base_url}/sessions/{created.json()['session_id']}", timeout=30)
+        assert wait_until(lambda: not any(shared.iterdir())), sorted(shared.rglob("*"))
+    finally:
+        api.stop()
+        worker.stop()
+        redis.stop()
+        omnirt.stop()
