@@ -6,7 +6,6 @@ client's process alone.
 
 from __future__ import annotations
 
-import io
 import os
 import platform
 import signal
@@ -60,13 +59,8 @@ def standin(latency: float = 0.0, capacity: int = 1) -> Iterator[str]:
 
 
 def face_png() -> bytes:
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", (512, 512), (80, 110, 150))
-    ImageDraw.Draw(image).ellipse((136, 70, 376, 420), fill=(232, 186, 152))
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+    """The example avatar shipped in examples/."""
+    return (Path(__file__).resolve().parents[1] / "examples" / "avatar.png").read_bytes()
 
 
 def speech(samples: int, seed: int = 0) -> np.ndarray:

@@ -154,14 +154,19 @@ async def test_bad_reference_image(flashhead_service, shared_dir, tmp_path) -> N
     assert list(shared_dir.iterdir()) == []
 
 
+def omnirt_with(tmp_path_factory: pytest.TempPathFactory, **env: str):
+    """A real OmniRT whose fake model is steered by ``FAKE_FLASHHEAD_*`` variables, for one module."""
+    import servers
+
+    service = servers.omnirt(tmp_path_factory.mktemp("omnirt"), env=env)
+    yield service.start()
+    service.stop()
+
+
 @pytest.fixture(scope="module")
 def failing_omnirt(tmp_path_factory: pytest.TempPathFactory):
     """Real OmniRT whose model run fails, printing a message like a crashing model would."""
-    import servers
-
-    service = servers.omnirt(tmp_path_factory.mktemp("failing"), env={"FAKE_FLASHHEAD_FAIL": "CUDA out of memory"})
-    yield service.start()
-    service.stop()
+    yield from omnirt_with(tmp_path_factory, FAKE_FLASHHEAD_FAIL="CUDA out of memory")
 
 
 async def test_failed_generation_carries_the_jobs_error(failing_omnirt, shared_dir, avatar_png) -> None:
@@ -185,11 +190,7 @@ async def test_failed_generation_carries_the_jobs_error(failing_omnirt, shared_d
 @pytest.fixture(scope="module")
 def slow_omnirt(tmp_path_factory: pytest.TempPathFactory):
     """Real OmniRT whose model takes two seconds per clip."""
-    import servers
-
-    service = servers.omnirt(tmp_path_factory.mktemp("slow"), env={"FAKE_FLASHHEAD_SLEEP": "2"})
-    yield service.start()
-    service.stop()
+    yield from omnirt_with(tmp_path_factory, FAKE_FLASHHEAD_SLEEP="2")
 
 
 async def test_close_cancels_the_chunk_in_flight(slow_omnirt, shared_dir, avatar_png) -> None:
