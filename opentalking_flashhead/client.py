@@ -1,9 +1,8 @@
 """The synthesis client OpenTalking's runner drives: chunk → WAV → HTTP → clip → BGR frames.
 
-The contract (what the host calls, in what order, which attributes it reads) is written down in
-``opentalking_flashhead.host.hookspecs``'s companion doc, shared/opentalking-host.md; in short:
-construct → [connect] → init_session(ref_image, **anything) → generate(pcm)* → close(), and again
-from connect after every close (the host closes on each interrupt).
+What the host calls, in what order, and which attributes it reads is written down once, in
+``opentalking_flashhead.host.hookspecs``; in short: construct → [connect] →
+init_session(ref_image, **anything) → generate(pcm)* → close(), and again after every close.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8766"
 DEFAULT_MODEL = "soulx-flashhead-1.3b"
 DEFAULT_SHARED_DIR = "/tmp/opentalking_flashhead_io"
 
-#: Fixed by the model, not by the request (shared/flashhead-service.md).
+#: Fixed by the model, not by the request: the service rejects attempts to set them.
 SAMPLE_RATE = 16000
 FPS = 25
 WIDTH = HEIGHT = 512

@@ -18,6 +18,22 @@ Hosts
 
 Everything a plugin hands over is lazy: importing a plugin must not import its model's
 dependencies; they load when the host first calls ``create_client``.
+
+The synthesis client ``create_client`` returns (what OpenTalking's runner does with it)
+    1. ``connect()``: sync or async, optional.
+    2. ``await init_session(ref_image=Path | str | bytes, **keywords)``: the host passes a dozen
+       keywords most models ignore; a client must accept unknown ones. Returns a dict.
+    3. ``await generate(pcm)`` once per chunk, never concurrently within a session: a 1-D int16
+       array of exactly ``audio_chunk_samples`` samples at 16 kHz (the last one zero-padded).
+       Returns frames with ``.data`` (H×W×3 BGR uint8), ``.width``, ``.height``,
+       ``.timestamp_ms``; the runner pairs frame i with the i-th slice of the chunk's audio, so the
+       count decides lip-sync.
+    4. ``close(send_close_msg=True)`` at session end and on every interrupt, after which the host
+       may ``connect()`` and ``init_session`` the same object again. A ``RuntimeError`` saying
+       "not connected" makes the runner reconnect and retry once.
+    Attributes read after construction and after each call: ``audio_chunk_samples`` (> 0),
+    ``sample_rate`` (16000), ``fps``, ``width``/``height`` (size of the idle still), ``frame_num``,
+    ``motion_frames_num``, ``slice_len``. Video creation drives the same object without ``connect``.
 """
 
 from __future__ import annotations

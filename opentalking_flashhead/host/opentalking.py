@@ -1,6 +1,6 @@
 """Bring registered model providers into today's unmodified OpenTalking 0.1.x.
 
-OpenTalking 0.1.x has no plugin loader, but it has two seams (shared/opentalking-host.md):
+OpenTalking 0.1.x has no plugin loader, but it has two seams that work (found by running it):
 
 * the worker and video creation re-import ``opentalking.providers.synthesis.flashhead
   .FlashHeadWSClient`` for every session/job, so that attribute decides the client class;
