@@ -23,7 +23,7 @@ import numpy as np
 
 from opentalking_flashhead import audio, storage, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
-from opentalking_flashhead.errors import ConfigError, FlashHeadError
+from opentalking_flashhead.errors import ConfigError, FlashHeadError, ServiceUnavailable
 from opentalking_flashhead.host.frames import VideoFrameData
 from opentalking_flashhead.service import RETRY_BACKOFF, ServiceClient, Stats
 from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, Settings, env_name
@@ -133,8 +133,8 @@ class FlashHeadClient:
                 f"audio chunk of {samples.size} samples is longer than audio_chunk_samples={self.audio_chunk_samples}; "
                 f"split it, or raise {env_name('chunk_samples')}"
             )
-        if self._session is None:
-            raise FlashHeadError("init_session() must be called before generate()")
+        if self._session is None:  # "not connected": OpenTalking's runner then re-initialises and retries
+            raise ServiceUnavailable("no session; init_session() must be called before generate(), and after close()")
         session = self._session
         session.chunks += 1
         due, first = session.clock.reserve(samples.size)
