@@ -1,0 +1,48 @@
+"""The answer behind "flashhead" in OpenTalking's model list, against real local services."""
+
+from __future__ import annotations
+
+import pytest
+
+from opentalking_flashhead import availability
+from opentalking_flashhead.plugin import check_availability
+from opentalking_flashhead.standin.serve import running_standin
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    availability._cache.clear()
+    yield
+    availability._cache.clear()
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory):
+    with running_standin(tmp_path_factory.mktemp("out"), api_keys={"k1"}) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    ("env", "reason", "connected"),
+    [
+        ({"API_KEY": "k1"}, "flashhead_ready", True),
+        ({}, "unauthorized", False),
+        ({"API_KEY": "k1", "MODEL": "soulx-flashhead-9b"}, "model_missing", False),
+        ({"API_KEY": "k1", "TIMEOUT_SEC": "soon"}, "not_configured", False),
+    ],
+)
+async def test_reasons(keyed: str, monkeypatch, env: dict[str, str], reason: str, connected: bool) -> None:
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_BASE_URL", keyed)
+    for name, value in env.items():
+        monkeypatch.setenv(f"OPENTALKING_FLASHHEAD_{name}", value)
+    status = await check_availability()
+    assert (status.connected, status.reason) == (connected, reason)
+
+
+async def test_unreachable_and_cached(monkeypatch, free_port: int) -> None:
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_BASE_URL", f"http://127.0.0.1:{free_port}")
+    first = await check_availability()
+    assert (first.connected, first.reason) == (False, "unreachable")
+    assert await check_availability() is first  # answered from the short cache
