@@ -142,25 +142,24 @@ class ClipLocator:
         if settings.output_base_url:
             self.origins.add(_origin(settings.output_base_url))
 
-    async def fetch(self, ref: ClipRef, dest: Path) -> tuple[Path, bool]:
-        """A readable local file for ``ref``; ``True`` when it was written to ``dest`` by us."""
+    async def fetch(self, ref: ClipRef, dest: Path) -> Path:
+        """A readable local file for ``ref``: where the mapping finds it, else ``dest`` written here."""
         if ref.data_b64 is not None:
+            if len(ref.data_b64) * 3 // 4 > self.max_bytes:
+                raise ClipUnreadable(self._too_big(len(ref.data_b64) * 3 // 4))
             try:
-                data = base64.b64decode(ref.data_b64, validate=True)
+                dest.write_bytes(base64.b64decode(ref.data_b64, validate=True))
             except (binascii.Error, ValueError) as exc:
                 raise DecodeError(f"the service's inline clip is not valid base64: {exc}") from exc
-            if len(data) > self.max_bytes:
-                raise ClipUnreadable(self._too_big(len(data)))
-            dest.write_bytes(data)
-            return dest, True
+            return dest
         if ref.url is not None:
-            return await self._download(ref.url, dest), True
+            return await self._download(ref.url, dest)
         assert ref.path is not None
         local = self.paths.to_local(ref.path)
         if local is not None and local.is_file():
-            return local, False
+            return local
         if self.settings.output_base_url:
-            return await self._download(self._url_for(ref.path), dest), True
+            return await self._download(self._url_for(ref.path), dest)
         where = f" (looked at {local})" if local else ""
         raise ClipUnreadable(f"the clip {ref.path!r} is not readable from this machine{where}; {_FIX}")
 

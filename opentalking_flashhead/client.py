@@ -208,7 +208,7 @@ class FlashHeadClient:
         )
         clip: Path | None = None
         try:
-            clip, _ = await self._locator.fetch(find_clip(body), session.dir / f"clip-{index:06d}.mp4")
+            clip = await self._locator.fetch(find_clip(body), session.dir / f"clip-{index:06d}.mp4")
             limit = MAX_FRAME_FACTOR * max(1, round(samples * FPS / SAMPLE_RATE))
             images = await asyncio.to_thread(video.decode_bgr, clip, max_frames=limit)
             if self.settings.save_dir is not None:

@@ -183,6 +183,7 @@ class ServiceClient:
                 remaining = deadline - time.monotonic()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(finished.wait(), timeout=max(0.0, min(pause, remaining)))
+                finished.clear()  # one wake-up per event; if the record lags behind it, polls take over
                 try:
                     job = (await self._request("GET", f"/v1/jobs/{job_id}", deadline)).json()
                 except RequestRejected as exc:

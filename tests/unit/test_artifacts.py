@@ -75,8 +75,8 @@ async def test_unmapped_path_names_the_variables(tmp_path: Path) -> None:
 
 async def test_inline_clip_is_written(tmp_path: Path) -> None:
     data = b"\x00\x00\x00\x18ftypmp42"
-    path, owned = await locator(tmp_path).fetch(ClipRef(data_b64=base64.b64encode(data).decode()), tmp_path / "c.mp4")
-    assert owned and path.read_bytes() == data
+    path = await locator(tmp_path).fetch(ClipRef(data_b64=base64.b64encode(data).decode()), tmp_path / "c.mp4")
+    assert path == tmp_path / "c.mp4" and path.read_bytes() == data
 
 
 async def test_download_from_output_base_url(tmp_path: Path) -> None:
@@ -85,8 +85,8 @@ async def test_download_from_output_base_url(tmp_path: Path) -> None:
         return httpx.Response(200, content=b"clip")
 
     loc = locator(tmp_path, handler, output_base_url="http://files:9", output_remote_dir="/srv/out")
-    path, owned = await loc.fetch(ClipRef(path="/srv/out/s/a.mp4"), tmp_path / "dl.mp4")
-    assert owned and path.read_bytes() == b"clip"
+    path = await loc.fetch(ClipRef(path="/srv/out/s/a.mp4"), tmp_path / "dl.mp4")
+    assert path == tmp_path / "dl.mp4" and path.read_bytes() == b"clip"
 
 
 async def test_foreign_origin_is_refused(tmp_path: Path) -> None:
@@ -107,3 +107,17 @@ async def test_oversized_download_is_cut_and_removed(tmp_path: Path) -> None:
     with pytest.raises(ClipUnreadable, match=r"exceeds 1 MB.*OPENTALKING_FLASHHEAD_MAX_CLIP_MB"):
         await loc.fetch(ClipRef(url="http://svc:1/a.mp4"), tmp_path / "dl.mp4")
     assert not (tmp_path / "dl.mp4").exists()
+
+
+async def test_oversized_inline_clip_is_refused_before_decoding(tmp_path: Path) -> None:
+    big = base64.b64encode(b"x" * 1_100_000).decode()
+    with pytest.raises(ClipUnreadable, match="exceeds 1 MB"):
+        await locator(tmp_path, max_clip_mb=1).fetch(ClipRef(data_b64=big), tmp_path / "c.mp4")
+    assert not (tmp_path / "c.mp4").exists()
+
+
+async def test_bad_base64_is_a_decode_error(tmp_path: Path) -> None:
+    from opentalking_flashhead.errors import DecodeError
+
+    with pytest.raises(DecodeError, match="not valid base64"):
+        await locator(tmp_path).fetch(ClipRef(data_b64="not base64!"), tmp_path / "c.mp4")
