@@ -24,7 +24,7 @@ def decode_bgr(path: Path, *, max_frames: int | None = None) -> list[np.ndarray]
             if not container.streams.video:
                 raise DecodeError(f"clip {path} has no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream.thread_type = "SLICE"  # as fast as frame threads here, and half the memory per session
             declared = stream.frames
             if max_frames is not None and declared and declared > max_frames:
                 raise DecodeError(f"clip {path} has {declared} frames, more than the {max_frames} a chunk can need")
