@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -200,3 +202,36 @@ def test_split_api_and_worker_processes(tmp_path: Path) -> None:
         worker.stop()
         redis.stop()
         omnirt.stop()
+
+
+def test_seams_are_adjusted_once_and_only_for_flashhead() -> None:
+    """Inside the host's interpreter: the .pth has wrapped the seams; applying again changes nothing."""
+    venv = hostkit.host_venv()
+    assert venv is not None
+    code = """
+import json
+import opentalking.providers.synthesis.availability as availability
+import opentalking.providers.synthesis.flashhead as flashhead
+import apps.api.routes.models as route
+from opentalking_flashhead.host.opentalking import apply
+from opentalking_flashhead.plugin import create_client
+
+before = (availability.resolve_model_statuses, flashhead.FlashHeadWSClient)
+apply()
+apply()
+print(json.dumps({
+    "stable": (availability.resolve_model_statuses, flashhead.FlashHeadWSClient) == before,
+    "client_is_ours": flashhead.FlashHeadWSClient is create_client,
+    "route_shares": route.resolve_model_statuses is availability.resolve_model_statuses,
+    "wrapped": getattr(availability.resolve_model_statuses, "__opentalking_plugins__", False),
+    "http_client_untouched": flashhead.FlashHeadHTTPClient.__module__.startswith("opentalking."),
+}))
+"""
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "stable": True,
+        "client_is_ours": True,
+        "route_shares": True,
+        "wrapped": True,
+        "http_client_untouched": True,
+    }
