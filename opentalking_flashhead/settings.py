@@ -118,7 +118,8 @@ class Settings:
         base_url = raw("base_url") or _http_url_or_none(ws_url) or DEFAULT_BASE_URL
         shared_local = _abs_dir("shared_local_dir", raw("shared_local_dir") or DEFAULT_SHARED_DIR)
         output_local = raw("output_local_dir")
-        config_json = _service_config(raw("config_json"))
+        # OpenTalking's own client also read the older name PARAMETERS_JSON.
+        config_json = _service_config(raw("config_json") or env.get(ENV_PREFIX + "PARAMETERS_JSON", "").strip() or None)
         save_dir = raw("save_dir")
         return cls(
             base_url=_url("base_url", base_url),

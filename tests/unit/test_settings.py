@@ -91,3 +91,9 @@ def test_api_key_is_not_in_repr() -> None:
 def test_paths_are_paths() -> None:
     s = load(shared_local_dir="/data/io", save_dir="/data/clips")
     assert s.shared_local_dir == Path("/data/io") and s.save_dir == Path("/data/clips")
+
+
+def test_older_parameters_json_name_still_works() -> None:
+    assert load({"OPENTALKING_FLASHHEAD_PARAMETERS_JSON": '{"seed": 3}'}).config_json == {"seed": 3}
+    both = {"OPENTALKING_FLASHHEAD_PARAMETERS_JSON": '{"seed": 3}', "OPENTALKING_FLASHHEAD_CONFIG_JSON": '{"seed": 4}'}
+    assert load(both).config_json == {"seed": 4}
