@@ -31,6 +31,8 @@ HEALTH_TIMEOUT_SEC = 3.0
 #: Backoff between retries of a failed connection, and between polls of a job (seconds).
 RETRY_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
 POLL_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)
+#: Between polls while the job's event stream is open (it wakes us sooner; this is a safety net).
+STREAMING_POLL_SEC = 1.0
 
 
 def _hint(status: int, detail: str) -> str:
@@ -173,17 +175,25 @@ class ServiceClient:
         raise RequestRejected(status, detail, _hint(status, detail))
 
     async def _wait_for_job(self, job_id: str, deadline: float) -> dict[str, Any]:
-        """Wait for a job: woken by its event stream at once, polled with backoff in case events are lost."""
-        finished = asyncio.Event()
-        listener = asyncio.create_task(self._listen(job_id, finished))
+        """Wait for a job: woken by its event stream, polled with backoff once the stream is gone.
+
+        While the stream is open a poll is only a safety net, so no request competes with the
+        rendering; the stream's end (a terminal event, an error, a missing route) wakes the loop.
+        """
+        wake = asyncio.Event()
+        listener = asyncio.create_task(self._listen(job_id, wake))
         try:
             polls = 0
             while True:
-                pause = POLL_BACKOFF[min(polls, len(POLL_BACKOFF) - 1)]
+                if listener.done():
+                    pause = POLL_BACKOFF[min(polls, len(POLL_BACKOFF) - 1)]
+                    polls += 1
+                else:
+                    pause = STREAMING_POLL_SEC
                 remaining = deadline - time.monotonic()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(finished.wait(), timeout=max(0.0, min(pause, remaining)))
-                finished.clear()  # one wake-up per event; if the record lags behind it, polls take over
+                    await asyncio.wait_for(wake.wait(), timeout=max(0.0, min(pause, remaining)))
+                wake.clear()  # one wake-up per event; if the record lags behind it, polls take over
                 try:
                     job = (await self._request("GET", f"/v1/jobs/{job_id}", deadline)).json()
                 except RequestRejected as exc:
@@ -198,23 +208,23 @@ class ServiceClient:
                         f"job {job_id} still {job.get('state')} at its deadline; raise "
                         f"{env_name('timeout_sec')} or {env_name('chunk_deadline_sec')} if generation is slow"
                     )
-                polls += 1
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
 
-    async def _listen(self, job_id: str, finished: asyncio.Event) -> None:
-        """Set ``finished`` when the job's SSE stream announces a terminal event."""
+    async def _listen(self, job_id: str, wake: asyncio.Event) -> None:
+        """Follow the job's SSE stream; set ``wake`` at a terminal event or when the stream ends."""
         try:
             async with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as response:
                 if response.status_code != 200:
                     return
                 async for line in response.aiter_lines():
                     if line.startswith("event:") and line[6:].strip() in TERMINAL_EVENTS:
-                        finished.set()
                         return
         except httpx.HTTPError as exc:
             log.debug("event stream of job %s ended: %s", job_id, exc)
+        finally:
+            wake.set()
 
     @staticmethod
     def _job_result(job: Mapping[str, Any]) -> dict[str, Any]:

@@ -136,3 +136,43 @@ async def test_event_stream_wakes_the_waiter() -> None:
         return httpx.Response(200, json={"id": "j1", **next(answers)})
 
     assert await client(handler).generate({}) == OK_BODY
+
+
+async def test_no_poll_competes_with_the_rendering_while_the_event_stream_is_open() -> None:
+    import asyncio
+
+    polls, done = [], []
+
+    async def events():
+        yield b"event: job_started\ndata: {}\n\n"
+        await asyncio.sleep(0.4)  # rendering: longer than the first poll of the fallback schedule
+        done.append(True)
+        yield b"event: job_finished\ndata: {}\n\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, json={"id": "j1", "state": "queued"})
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, content=events(), headers={"content-type": "text/event-stream"})
+        polls.append(request)
+        state = {"state": "succeeded", "result": OK_BODY} if done else {"state": "running"}
+        return httpx.Response(200, json={"id": "j1", **state})
+
+    assert await client(handler).generate({}) == OK_BODY
+    assert len(polls) == 1
+
+
+async def test_a_stream_that_ends_early_hands_over_to_polling() -> None:
+    import asyncio
+
+    jobs = job_server([{"state": "running"}, {"state": "running"}, {"state": "succeeded", "result": OK_BODY}])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):  # ends without a terminal event
+            return httpx.Response(200, content=b"event: job_started\ndata: {}\n\n")
+        return jobs(request)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await client(handler).generate({}) == OK_BODY
+    assert loop.time() - started < 1.0  # polled with backoff, not left to the one-second safety net
