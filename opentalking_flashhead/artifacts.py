@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -138,12 +139,18 @@ class ClipLocator:
         self.http = http
         self.paths = PathMap(settings)
         self.max_bytes = int(settings.max_clip_mb * 1024 * 1024)
-        self.origins = {_origin(settings.base_url)}
+        self.service_origin = _origin(settings.base_url)
+        self.origins = {self.service_origin}
         if settings.output_base_url:
             self.origins.add(_origin(settings.output_base_url))
 
-    async def fetch(self, ref: ClipRef, dest: Path) -> Path:
-        """A readable local file for ``ref``: where the mapping finds it, else ``dest`` written here."""
+    async def fetch(self, ref: ClipRef, dest: Path, within: str) -> Path:
+        """A readable local file for ``ref``: where the mapping finds it, else ``dest`` written here.
+
+        ``within`` is the output dir the request named (as the service sees it): a clip by path
+        must lie inside it, after resolving symlinks, so a service cannot make us read (and then
+        delete) any other file.
+        """
         if ref.data_b64 is not None:
             if len(ref.data_b64) * 3 // 4 > self.max_bytes:
                 raise ClipUnreadable(self._too_big(len(ref.data_b64) * 3 // 4))
@@ -155,8 +162,18 @@ class ClipLocator:
         if ref.url is not None:
             return await self._download(ref.url, dest)
         assert ref.path is not None
+        if _under(ref.path, within) is None:
+            raise ClipUnreadable(
+                f"the service named the clip {ref.path!r}, outside the output_dir {within!r} the request asked "
+                "for; refusing to read it"
+            )
         local = self.paths.to_local(ref.path)
         if local is not None and local.is_file():
+            folder = self.paths.to_local(within)
+            if folder is None or folder not in local.parents:
+                raise ClipUnreadable(
+                    f"the clip {ref.path!r} resolves to {local}, outside {folder}; refusing to read it"
+                )
             return local
         if self.settings.output_base_url:
             return await self._download(self._url_for(ref.path), dest)
@@ -178,9 +195,13 @@ class ClipLocator:
                 f"refusing to download the clip from {url}: its origin is neither the service's nor "
                 f"{env_name('output_base_url')}'s"
             )
+        request = self.http.build_request("GET", url)
+        if _origin(url) != self.service_origin:  # the API key is the service's; a file server never sees it
+            request.headers.pop("Authorization", None)
         size = 0
         try:
-            async with self.http.stream("GET", url, follow_redirects=False) as response:
+            response = await self.http.send(request, stream=True, follow_redirects=False)
+            async with contextlib.aclosing(response):
                 if response.status_code != 200:
                     raise ClipUnreadable(
                         f"downloading the clip from {url} answered HTTP {response.status_code}",

@@ -23,7 +23,7 @@ import numpy as np
 
 from opentalking_flashhead import audio, storage, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
-from opentalking_flashhead.errors import ConfigError, FlashHeadError, ServiceUnavailable
+from opentalking_flashhead.errors import ConfigError, DecodeError, FlashHeadError, ServiceUnavailable
 from opentalking_flashhead.host.frames import VideoFrameData
 from opentalking_flashhead.service import RETRY_BACKOFF, ServiceClient, Stats
 from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, Settings, env_name
@@ -42,12 +42,17 @@ class _Session:
     name: str
     dir: Path
     reference_remote: str
+    #: Where this session's chunks get their own output dirs, as the service sees it and (when a
+    #: mapping covers it) as we do.
     output_remote: str
     output_local: Path | None
     still: np.ndarray
     clock: FrameClock = field(default_factory=lambda: FrameClock(FPS, SAMPLE_RATE))
     chunks: int = 0
     stills_in_a_row: int = 0
+    inflight: set[str] = field(default_factory=set)
+    #: A request was given up on: the service may still write its clip, even after close().
+    abandoned: bool = False
 
 
 class FlashHeadClient:
@@ -107,14 +112,18 @@ class FlashHeadClient:
         self, ref_image: str | Path | bytes, prompt: str | None = None, seed: int | None = None, **ignored: Any
     ) -> dict[str, Any]:
         """Start a session with this face. ``prompt``, ``seed`` and host-specific keywords are ignored."""
-        data, suffix = _read_image(ref_image)
+        data, suffix, still = _read_image(ref_image)
         async with self._lifecycle:  # the host may close() from another task meanwhile
             await self.connect()
             assert self._service is not None
-            await self._service.check_health()
+            try:
+                await self._service.check_health()
+            except FlashHeadError:
+                await self._disconnect()
+                raise
             if self._session is not None:
                 await self._end_session()
-            session = self._session = self._open_session(data, suffix)
+            session = self._session = self._open_session(data, suffix, still)
         log.info(
             "FlashHead session %s: %s model=%s chunk=%d samples (%d frames)",
             session.name,
@@ -155,9 +164,12 @@ class FlashHeadClient:
         """End the session: cancel work in flight, remove its files, close connections. Reusable after."""
         async with self._lifecycle:
             await self._end_session()
-            if self._service is not None:
-                await self._service.aclose()
-                self._service = self._locator = None
+            await self._disconnect()
+
+    async def _disconnect(self) -> None:
+        if self._service is not None:
+            await self._service.aclose()
+            self._service = self._locator = None
 
     async def _generate(self, session: _Session, index: int, samples: np.ndarray, due: int, first: int) -> list[Any]:
         """One chunk under the failure policy: misconfigurations raise at once; hiccups are retried
@@ -165,15 +177,18 @@ class FlashHeadClient:
         assert self._locator is not None
         self.stats.chunks += 1
         deadline = time.monotonic() + self.settings.chunk_deadline_sec
-        wav = audio.write_wav(session.dir / f"chunk-{index:06d}.wav", samples, SAMPLE_RATE)
+        chunk = f"{index:06d}"
+        session.inflight.add(chunk)
+        wav = audio.write_wav(session.dir / f"chunk-{chunk}.wav", samples, SAMPLE_RATE)
         first_failure: FlashHeadError | None = None  # what started the trouble; later ones may be mere timeouts
         try:
             for attempt in itertools.count():
                 try:
-                    images = await self._attempt(session, index, wav, samples.size, deadline)
+                    images = await self._attempt(session, chunk, wav, samples.size, deadline)
                     session.stills_in_a_row = 0
                     break
                 except FlashHeadError as exc:
+                    session.abandoned = True
                     if not exc.retryable:
                         raise
                     first_failure = first_failure or exc
@@ -186,36 +201,47 @@ class FlashHeadClient:
                     await asyncio.sleep(pause)
         finally:
             wav.unlink(missing_ok=True)
-        if due > 0 and session.stills_in_a_row == 0:
-            session.still = images[-1]
+            session.inflight.discard(chunk)
+            _remove_outputs(session)
+        shown = fit(images, due) if due > 0 else []
+        if shown and session.stills_in_a_row == 0:
+            session.still = shown[-1]
         step = 1000.0 / FPS
         return [
             VideoFrameData(data=img, width=img.shape[1], height=img.shape[0], timestamp_ms=(first + i) * step)
-            for i, img in enumerate(fit(images, due) if due > 0 else [])
+            for i, img in enumerate(shown)
         ]
 
-    async def _attempt(self, session: _Session, index: int, wav: Path, samples: int, deadline: float) -> list[Any]:
+    async def _attempt(self, session: _Session, chunk: str, wav: Path, samples: int, deadline: float) -> list[Any]:
         """Request, fetch and decode one chunk's clip once."""
         assert self._service is not None and self._locator is not None
+        output_dir = f"{session.output_remote}/{chunk}"
         body = await self._service.generate(
             {
                 "task": "audio2video",
                 "model": self.settings.model,
                 "inputs": {"image": session.reference_remote, "audio": self._locator.paths.to_remote(wav)},
-                "config": self.settings.service_config(session.output_remote),
+                "config": self.settings.service_config(output_dir),
             },
             deadline,
         )
         clip: Path | None = None
         try:
-            clip = await self._locator.fetch(find_clip(body), session.dir / f"clip-{index:06d}.mp4")
+            clip = await self._locator.fetch(find_clip(body), session.dir / f"clip-{chunk}.mp4", within=output_dir)
             limit = MAX_FRAME_FACTOR * max(1, round(samples * FPS / SAMPLE_RATE))
             images = await asyncio.to_thread(video.decode_bgr, clip, max_frames=limit)
+            height, width = images[0].shape[:2]
+            if (width, height) != (self.width, self.height):
+                raise DecodeError(
+                    f"the clip is {width}×{height}, not {self.width}×{self.height} like every FlashHead clip; "
+                    f"is {self.settings.base_url} a FlashHead service?",
+                    retryable=False,
+                )
             if self.settings.save_dir is not None:
-                shutil.copyfile(clip, self.settings.save_dir / f"{session.name}-{index:06d}.mp4")
+                shutil.copyfile(clip, self.settings.save_dir / f"{session.name}-{chunk}.mp4")
             return images
         finally:
-            if clip is not None:
+            if clip is not None:  # inside the chunk's own output dir, or our own download
                 clip.unlink(missing_ok=True)
 
     def _still_for(self, session: _Session, cause: FlashHeadError) -> np.ndarray:
@@ -234,37 +260,34 @@ class FlashHeadClient:
         )
         return session.still
 
-    def _open_session(self, image: bytes, suffix: str) -> _Session:
+    def _open_session(self, image: bytes, suffix: str, still: np.ndarray) -> _Session:
+        """Make the session's directory with the reference in it; on any failure, leave nothing behind."""
         assert self._locator is not None
-        settings = self.settings
+        settings, paths = self.settings, self._locator.paths
         name = f"{storage.SESSION_PREFIX}{uuid.uuid4().hex[:12]}"
         directory = settings.shared_local_dir / name
-        for root in (settings.shared_local_dir, settings.output_local_dir):
-            if root is not None:
-                storage.sweep_stale_sessions(root)
+        root = settings.output_root
+        output_remote = f"{root}/{name}" if root else paths.to_remote(directory / "out")
+        for stale_root in (settings.shared_local_dir, paths.to_local(root) if root else None):
+            if stale_root is not None:
+                storage.sweep_stale_sessions(stale_root)
         try:
             directory.mkdir(parents=True)
+            reference = directory / f"reference{suffix}"
+            partial = directory / f".reference{suffix}.partial"
+            partial.write_bytes(image)
+            partial.replace(reference)
             if settings.save_dir is not None:
                 settings.save_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
             raise ConfigError(
-                f"cannot create {exc.filename}: {exc.strerror}; set {env_name('shared_local_dir')} "
+                f"cannot write {exc.filename}: {exc.strerror}; set {env_name('shared_local_dir')} "
                 f"(and {env_name('save_dir')}) to writable directories"
             ) from exc
-        reference = directory / f"reference{suffix}"
-        partial = directory / f".reference{suffix}.partial"
-        partial.write_bytes(image)
-        partial.replace(reference)
-        output_local: Path | None = None
-        if "output_dir" in settings.config_json:
-            output_remote = str(settings.config_json["output_dir"])
-        elif settings.output_remote_dir:
-            output_remote = f"{settings.output_remote_dir}/{name}"
-            output_local = settings.output_local_dir / name if settings.output_local_dir else None
-        else:
-            output_remote = self._locator.paths.to_remote(directory / "out")
-        still = video.still_of(image, (WIDTH, HEIGHT))
-        return _Session(name, directory, self._locator.paths.to_remote(reference), output_remote, output_local, still)
+        return _Session(
+            name, directory, paths.to_remote(reference), output_remote, paths.to_local(output_remote), still
+        )
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""
@@ -272,19 +295,36 @@ class FlashHeadClient:
         for task in list(self._inflight):
             self._aborted.add(task)
             task.cancel()
+        abandoned = bool(self._inflight)
         await asyncio.gather(*self._inflight, return_exceptions=True)
         if session is not None:
-            shutil.rmtree(session.dir, ignore_errors=True)
-            if session.output_local is not None:
-                shutil.rmtree(session.output_local, ignore_errors=True)
+            paths = [session.dir] + ([session.output_local] if session.output_local else [])
+            linger = self.settings.timeout_sec if abandoned or session.abandoned else 0.0
+            storage.remove_lingering(paths, linger)
 
 
-def _read_image(ref_image: str | Path | bytes) -> tuple[bytes, str]:
-    """The reference image's bytes and file suffix, after checking it really is an image."""
+def _remove_outputs(session: _Session) -> None:
+    """Remove the output dirs of the session's chunks that are no longer in flight.
+
+    That includes what a job abandoned at its deadline wrote later, so shared storage never
+    grows across a session.
+    """
+    if session.output_local is None or not session.output_local.is_dir():
+        return
+    for entry in session.output_local.iterdir():
+        if entry.name not in session.inflight:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
+def _read_image(ref_image: str | Path | bytes) -> tuple[bytes, str, np.ndarray]:
+    """The reference image's bytes, file suffix and still frame.
+
+    The image is decoded in full here, so a truncated or bogus file fails before anything is written.
+    """
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(ref_image, (bytes, bytearray, memoryview)):
-        data, label = bytes(ref_image), "reference image bytes"
+        data, label = bytes(ref_image), "the reference image bytes"
     elif isinstance(ref_image, (str, Path)):
         path = Path(ref_image).expanduser()
         label = str(path)
@@ -296,8 +336,9 @@ def _read_image(ref_image: str | Path | bytes) -> tuple[bytes, str]:
         raise ValueError(f"ref_image must be a path or bytes, got {type(ref_image).__name__}")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            image.verify()
             kind = (image.format or "png").lower()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{label} is not a readable image ({exc}); give a PNG or JPEG of the face") from exc
-    return data, ".jpg" if kind == "jpeg" else f".{kind}"
+        still = video.still_of(data, (WIDTH, HEIGHT))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise ValueError(f"{label} is not a readable image ({reason}); give a PNG or JPEG of the face") from exc
+    return data, ".jpg" if kind == "jpeg" else f".{kind}", still

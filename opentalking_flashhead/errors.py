@@ -10,9 +10,17 @@ from __future__ import annotations
 
 
 class FlashHeadError(Exception):
-    """Base class of every error raised by opentalking-flashhead."""
+    """Base class of every error raised by opentalking-flashhead.
+
+    ``retryable`` defaults per class; pass it to say otherwise for one occurrence.
+    """
 
     retryable = False
+
+    def __init__(self, *args: object, retryable: bool | None = None) -> None:
+        super().__init__(*args)
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class ConfigError(FlashHeadError, ValueError):
@@ -48,24 +56,22 @@ class GenerationFailed(FlashHeadError):
     #: Job errors that mean the service is misconfigured: trying again cannot help.
     PERMANENT = ("not configured", "not found", "does not exist", "No such file", "is relative")
 
-    def __init__(self, error: str, job_id: str | None = None) -> None:
+    def __init__(self, error: str, job_id: str | None = None, *, retryable: bool | None = None) -> None:
         self.error = error
         self.job_id = job_id
-        self.retryable = not any(marker in error for marker in self.PERMANENT)
         where = f" (job {job_id})" if job_id else ""
-        super().__init__(f"FlashHead generation failed{where}: {error}")
+        if retryable is None:
+            retryable = not any(marker in error for marker in self.PERMANENT)
+        super().__init__(f"FlashHead generation failed{where}: {error}", retryable=retryable)
 
 
 class ClipUnreadable(FlashHeadError):
-    """The clip cannot or must not be read here (path mapping, origin, size); ``retryable`` when a
+    """The clip cannot or must not be read here (path mapping, origin, size); retryable only when a
     download failed on the way."""
-
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 class DecodeError(FlashHeadError):
-    """The clip was read but is truncated, empty, not a video, or far too long: worth another try."""
+    """The clip was read but is truncated, empty, not a video, or far too long: worth another try
+    (unless it can never be right, like frames of another size)."""
 
     retryable = True

@@ -70,6 +70,21 @@ def _detail(response: httpx.Response) -> str:
     return detail if isinstance(detail, str) else json.dumps(detail)
 
 
+def _object(response: httpx.Response) -> dict[str, Any]:
+    """A success's JSON object; anything else (a proxy's HTML page, a cut-off body) is a hiccup."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise GenerationFailed(
+            f"{response.request.url} answered HTTP {response.status_code} with something that is not a JSON "
+            f"object: {response.text[:200]!r}",
+            retryable=True,
+        )
+    return body
+
+
 @dataclass
 class Stats:
     """What a client has done over its life: for logs, doctors and load tests."""
@@ -119,9 +134,10 @@ class ServiceClient:
         """
         deadline = min(deadline or math.inf, time.monotonic() + self.settings.timeout_sec)
         if not self.settings.async_jobs:
-            response = await self._request("POST", "/v1/generate", deadline, json=dict(payload))
-            return response.json()
-        job = (await self._request("POST", "/v1/generate", deadline, json={**payload, "async_run": True})).json()
+            return _object(await self._request("POST", "/v1/generate", deadline, json=dict(payload)))
+        job = _object(await self._request("POST", "/v1/generate", deadline, json={**payload, "async_run": True}))
+        if not job.get("id"):
+            raise GenerationFailed(f"the service accepted the job but gave it no id: {str(job)[:200]}", retryable=True)
         try:
             return await self._wait_for_job(str(job["id"]), deadline)
         except asyncio.CancelledError:
@@ -195,7 +211,7 @@ class ServiceClient:
                     await asyncio.wait_for(wake.wait(), timeout=max(0.0, min(pause, remaining)))
                 wake.clear()  # one wake-up per event; if the record lags behind it, polls take over
                 try:
-                    job = (await self._request("GET", f"/v1/jobs/{job_id}", deadline)).json()
+                    job = _object(await self._request("GET", f"/v1/jobs/{job_id}", deadline))
                 except RequestRejected as exc:
                     if exc.status_code != 404:
                         raise

@@ -108,52 +108,55 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown FlashHead setting(s) {unknown}; known: {sorted(known)}")
 
-        def raw(name: str) -> Any:
+        def raw(name: str, default: Any = None) -> Any:
+            """The override, else the variable, else ``default``: a given 0 or "" is checked, not skipped."""
             if given.get(name) is not None:
                 return given[name]
-            value = env.get(env_name(name), "").strip()
-            return value or None
+            return env.get(env_name(name), "").strip() or default
 
         host_config = host_config or {}
-        base_url = raw("base_url") or _http_url_or_none(ws_url) or DEFAULT_BASE_URL
-        shared_local = _abs_dir("shared_local_dir", raw("shared_local_dir") or DEFAULT_SHARED_DIR)
+        base_url = raw("base_url", _http_url_or_none(ws_url) or DEFAULT_BASE_URL)
+        shared_local = _abs_dir("shared_local_dir", raw("shared_local_dir", DEFAULT_SHARED_DIR))
         output_local = raw("output_local_dir")
         # OpenTalking's own client also read the older name PARAMETERS_JSON.
-        config_json = _service_config(raw("config_json") or env.get(ENV_PREFIX + "PARAMETERS_JSON", "").strip() or None)
+        config_json = _service_config(raw("config_json", env.get(ENV_PREFIX + "PARAMETERS_JSON", "").strip() or None))
         save_dir = raw("save_dir")
         return cls(
             base_url=_url("base_url", base_url),
-            model=str(raw("model") or model or DEFAULT_MODEL),
+            model=str(raw("model", model or DEFAULT_MODEL)),
             shared_local_dir=shared_local,
-            shared_remote_dir=_abs_remote("shared_remote_dir", raw("shared_remote_dir") or str(shared_local)),
+            shared_remote_dir=_abs_remote("shared_remote_dir", raw("shared_remote_dir", str(shared_local))),
             output_local_dir=_abs_dir("output_local_dir", output_local) if output_local else None,
             output_remote_dir=_opt(raw("output_remote_dir"), lambda v: _abs_remote("output_remote_dir", v)),
             output_base_url=_opt(raw("output_base_url"), lambda v: _url("output_base_url", v)),
-            timeout_sec=_positive_float("timeout_sec", raw("timeout_sec") or 600.0),
+            timeout_sec=_positive_float("timeout_sec", raw("timeout_sec", 600.0)),
             preset=_opt(raw("preset"), lambda v: _choice("preset", v, PRESETS)),
             config_json=config_json,
             api_key=str(raw("api_key")) if raw("api_key") else None,
             async_jobs=_bool("async_jobs", raw("async_jobs"), default=True),
             chunk_samples=_positive_int(
-                "chunk_samples", raw("chunk_samples") or host_config.get("chunk_samples") or PRO_SLICE_SAMPLES
+                "chunk_samples", raw("chunk_samples", host_config.get("chunk_samples") or PRO_SLICE_SAMPLES)
             ),
             save_dir=_abs_dir("save_dir", save_dir) if save_dir else None,
-            max_clip_mb=_positive_float("max_clip_mb", raw("max_clip_mb") or 64.0),
+            max_clip_mb=_positive_float("max_clip_mb", raw("max_clip_mb", 64.0)),
             chunk_deadline_sec=_positive_float(
-                "chunk_deadline_sec", raw("chunk_deadline_sec") or raw("timeout_sec") or 600.0
+                "chunk_deadline_sec", raw("chunk_deadline_sec", raw("timeout_sec", 600.0))
             ),
-            on_error=_choice("on_error", raw("on_error") or "still", ON_ERROR),
+            on_error=_choice("on_error", raw("on_error", "still"), ON_ERROR),
             max_still_chunks=_count("max_still_chunks", raw("max_still_chunks"), default=3),
         )
 
+    @property
+    def output_root(self) -> str | None:
+        """Where the user wants the service to write (``CONFIG_JSON``'s ``output_dir``, else
+        ``OUTPUT_REMOTE_DIR``); None means inside each session's directory in shared storage."""
+        return str(self.config_json["output_dir"]) if "output_dir" in self.config_json else self.output_remote_dir
+
     def service_config(self, output_dir: str) -> dict[str, Any]:
-        """The ``config`` object of a request: whitelisted keys only, ``output_dir`` always absolute."""
-        config: dict[str, Any] = {}
-        if self.preset:
-            config["preset"] = self.preset
-        config.update(self.config_json)
-        config.setdefault("output_dir", output_dir)
-        return config
+        """The ``config`` object of a request: whitelisted keys only, and ``output_dir``, the chunk's
+        own absolute directory (under :attr:`output_root`), so its clip can be found and removed."""
+        config: dict[str, Any] = {"preset": self.preset} if self.preset else {}
+        return {**config, **self.config_json, "output_dir": output_dir}
 
 
 _ENV_SUFFIX = {"async_jobs": "ASYNC"}

@@ -1,11 +1,14 @@
 """Housekeeping of shared storage: what a crashed process left behind is removed on the next start.
 
 Each session owns a ``session-…`` directory that ``close()`` removes; a process killed mid-session
-cannot, so the first session a process opens sweeps directories idle for more than a day.
+cannot, so the first session a process opens sweeps directories idle for more than a day. A job
+the client gave up on may still be running on the service and write its clip after ``close()``;
+:func:`remove_lingering` keeps watching for that.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import time
@@ -16,7 +19,11 @@ log = logging.getLogger(__name__)
 SESSION_PREFIX = "session-"
 STALE_AFTER_SEC = 24 * 3600
 
+#: How often :func:`remove_lingering` looks again.
+LINGER_POLL_SEC = 1.0
+
 _swept: set[Path] = set()
+_lingering: set[asyncio.Task[None]] = set()
 
 
 def sweep_stale_sessions(root: Path, *, max_age_sec: float = STALE_AFTER_SEC) -> list[Path]:
@@ -37,3 +44,27 @@ def sweep_stale_sessions(root: Path, *, max_age_sec: float = STALE_AFTER_SEC) ->
     if removed:
         log.info("removed %d stale FlashHead session dir(s) under %s", len(removed), root)
     return removed
+
+
+def remove_lingering(paths: list[Path], for_sec: float) -> None:
+    """Remove ``paths`` now, and again every second for ``for_sec`` in the background.
+
+    For a closed session whose jobs were abandoned (timed out, cancelled while running): the
+    service may still write their clips, recreating the directories. The watch ends with the
+    event loop at the latest.
+    """
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+    if for_sec > 0:
+        task = asyncio.get_running_loop().create_task(_watch(paths, time.monotonic() + for_sec))
+        _lingering.add(task)
+        task.add_done_callback(_lingering.discard)
+
+
+async def _watch(paths: list[Path], until: float) -> None:
+    while time.monotonic() < until:
+        await asyncio.sleep(LINGER_POLL_SEC)
+        for path in paths:
+            if path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+                log.info("removed %s, written by a FlashHead job after its session closed", path)

@@ -70,12 +70,13 @@ def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
 
 async def test_unmapped_path_names_the_variables(tmp_path: Path) -> None:
     with pytest.raises(ClipUnreadable, match="OPENTALKING_FLASHHEAD_OUTPUT_BASE_URL"):
-        await locator(tmp_path).fetch(ClipRef(path="/srv/out/a.mp4"), tmp_path / "dl.mp4")
+        await locator(tmp_path).fetch(ClipRef(path="/srv/out/a.mp4"), tmp_path / "dl.mp4", within="/srv/out")
 
 
 async def test_inline_clip_is_written(tmp_path: Path) -> None:
     data = b"\x00\x00\x00\x18ftypmp42"
-    path = await locator(tmp_path).fetch(ClipRef(data_b64=base64.b64encode(data).decode()), tmp_path / "c.mp4")
+    ref = ClipRef(data_b64=base64.b64encode(data).decode())
+    path = await locator(tmp_path).fetch(ref, tmp_path / "c.mp4", within="/srv/out")
     assert path == tmp_path / "c.mp4" and path.read_bytes() == data
 
 
@@ -85,34 +86,34 @@ async def test_download_from_output_base_url(tmp_path: Path) -> None:
         return httpx.Response(200, content=b"clip")
 
     loc = locator(tmp_path, handler, output_base_url="http://files:9", output_remote_dir="/srv/out")
-    path = await loc.fetch(ClipRef(path="/srv/out/s/a.mp4"), tmp_path / "dl.mp4")
+    path = await loc.fetch(ClipRef(path="/srv/out/s/a.mp4"), tmp_path / "dl.mp4", within="/srv/out/s")
     assert path == tmp_path / "dl.mp4" and path.read_bytes() == b"clip"
 
 
 async def test_foreign_origin_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ClipUnreadable, match="origin"):
-        await locator(tmp_path).fetch(ClipRef(url="http://evil:1/a.mp4"), tmp_path / "dl.mp4")
+        await locator(tmp_path).fetch(ClipRef(url="http://evil:1/a.mp4"), tmp_path / "dl.mp4", within="/srv/out")
     assert not (tmp_path / "dl.mp4").exists()
 
 
 async def test_redirect_is_not_followed(tmp_path: Path) -> None:
     loc = locator(tmp_path, lambda r: httpx.Response(302, headers={"location": "http://evil:1/a.mp4"}))
     with pytest.raises(ClipUnreadable, match="HTTP 302"):
-        await loc.fetch(ClipRef(url="http://svc:1/a.mp4"), tmp_path / "dl.mp4")
+        await loc.fetch(ClipRef(url="http://svc:1/a.mp4"), tmp_path / "dl.mp4", within="/srv/out")
     assert not (tmp_path / "dl.mp4").exists()
 
 
 async def test_oversized_download_is_cut_and_removed(tmp_path: Path) -> None:
     loc = locator(tmp_path, lambda r: httpx.Response(200, content=b"x" * 2_000_000), max_clip_mb=1)
     with pytest.raises(ClipUnreadable, match=r"exceeds 1 MB.*OPENTALKING_FLASHHEAD_MAX_CLIP_MB"):
-        await loc.fetch(ClipRef(url="http://svc:1/a.mp4"), tmp_path / "dl.mp4")
+        await loc.fetch(ClipRef(url="http://svc:1/a.mp4"), tmp_path / "dl.mp4", within="/srv/out")
     assert not (tmp_path / "dl.mp4").exists()
 
 
 async def test_oversized_inline_clip_is_refused_before_decoding(tmp_path: Path) -> None:
     big = base64.b64encode(b"x" * 1_100_000).decode()
     with pytest.raises(ClipUnreadable, match="exceeds 1 MB"):
-        await locator(tmp_path, max_clip_mb=1).fetch(ClipRef(data_b64=big), tmp_path / "c.mp4")
+        await locator(tmp_path, max_clip_mb=1).fetch(ClipRef(data_b64=big), tmp_path / "c.mp4", within="/srv/out")
     assert not (tmp_path / "c.mp4").exists()
 
 
@@ -120,4 +121,43 @@ async def test_bad_base64_is_a_decode_error(tmp_path: Path) -> None:
     from opentalking_flashhead.errors import DecodeError
 
     with pytest.raises(DecodeError, match="not valid base64"):
-        await locator(tmp_path).fetch(ClipRef(data_b64="not base64!"), tmp_path / "c.mp4")
+        await locator(tmp_path).fetch(ClipRef(data_b64="not base64!"), tmp_path / "c.mp4", within="/srv/out")
+
+
+async def test_a_path_clip_must_lie_in_the_output_dir_the_request_named(tmp_path: Path) -> None:
+    """A service answering with one of our own files (the reference, another session's input) is refused."""
+    session = tmp_path / "local" / "session-1"
+    (session / "out" / "000001").mkdir(parents=True)
+    (session / "reference.png").write_bytes(b"png")
+    within = str(session / "out" / "000001")
+    with pytest.raises(ClipUnreadable, match="outside the output_dir"):
+        await locator(tmp_path).fetch(ClipRef(path=str(session / "reference.png")), tmp_path / "dl.mp4", within=within)
+    (session / "out" / "000001" / "a.mp4").symlink_to(session / "reference.png")
+    with pytest.raises(ClipUnreadable, match="resolves to"):
+        await locator(tmp_path).fetch(ClipRef(path=f"{within}/a.mp4"), tmp_path / "dl.mp4", within=within)
+    assert (session / "reference.png").exists()
+
+
+async def test_the_api_key_goes_to_the_service_only(tmp_path: Path) -> None:
+    """Downloads from OUTPUT_BASE_URL's file server never carry the service's API key."""
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.host] = request.headers.get("authorization")
+        return httpx.Response(200, content=b"clip")
+
+    settings = Settings.load(
+        overrides={
+            "base_url": "http://svc:1",
+            "shared_local_dir": str(tmp_path / "local"),
+            "api_key": "sekrit",
+            "output_base_url": "http://files:9",
+            "output_remote_dir": "/srv/out",
+        },
+        environ={},
+    )
+    headers = {"Authorization": "Bearer sekrit"}
+    loc = ClipLocator(settings, httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers))
+    await loc.fetch(ClipRef(path="/srv/out/s/a.mp4"), tmp_path / "a.mp4", within="/srv/out/s")
+    await loc.fetch(ClipRef(url="http://svc:1/b.mp4"), tmp_path / "b.mp4", within="/srv/out/s")
+    assert seen == {"files": None, "svc": "Bearer sekrit"}

@@ -67,6 +67,12 @@ def test_bad_values_name_the_variable(variable: str, value: str, words: str) -> 
     assert words in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["timeout_sec", "chunk_samples", "max_clip_mb", "chunk_deadline_sec"])
+def test_a_zero_override_is_refused_not_replaced_by_the_default(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"OPENTALKING_FLASHHEAD_{name.upper()}=0 must be"):
+        load(**{name: 0})
+
+
 def test_unknown_override_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown FlashHead setting"):
         load(fps=25)
@@ -81,7 +87,8 @@ def test_service_config_sends_output_dir_and_whitelisted_keys_only() -> None:
     s = load({"OPENTALKING_FLASHHEAD_CONFIG_JSON": '{"seed": 7}', "OPENTALKING_FLASHHEAD_PRESET": "fast"})
     assert s.service_config("/srv/out") == {"preset": "fast", "seed": 7, "output_dir": "/srv/out"}
     pinned = load(config_json={"output_dir": "/mine"})
-    assert pinned.service_config("/srv/out")["output_dir"] == "/mine"
+    assert pinned.output_root == "/mine"  # the client makes each chunk's own dir under it
+    assert pinned.service_config("/mine/session-1/000001")["output_dir"] == "/mine/session-1/000001"
 
 
 def test_api_key_is_not_in_repr() -> None:
