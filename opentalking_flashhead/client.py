@@ -324,7 +324,7 @@ def _read_image(ref_image: str | Path | bytes) -> tuple[bytes, str, np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(ref_image, (bytes, bytearray, memoryview)):
-        data, label = bytes(ref_image), "the reference image bytes"
+        data, label = bytes(ref_image), "the reference image (given as bytes)"
     elif isinstance(ref_image, (str, Path)):
         path = Path(ref_image).expanduser()
         label = str(path)
