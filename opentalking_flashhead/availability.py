@@ -1,17 +1,21 @@
 """Is a FlashHead service really there? The answer behind "flashhead" in the host's model list.
 
 Asks ``/healthz`` then ``/v1/models`` with a short timeout, and caches the answer briefly: the
-WebUI polls the model list and every session start consults it.
+WebUI polls the model list and every session start consults it. It asks the service the client
+would use: without ``OPENTALKING_FLASHHEAD_BASE_URL`` the client takes the http(s) ``ws_url`` the
+host passes it, OpenTalking's ``flashhead_ws_url``, which is ``OPENTALKING_FLASHHEAD_WS_URL``
+(the host adapter exports it when it comes from OpenTalking's ``.env`` or YAML).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from opentalking_flashhead.errors import ConfigError
 from opentalking_flashhead.host.hookspecs import ProviderStatus
-from opentalking_flashhead.settings import Settings
+from opentalking_flashhead.settings import Settings, env_name
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,7 @@ async def check_service() -> ProviderStatus:
     """Connected with reason ``flashhead_ready``, or not, with ``not_configured``, ``unreachable``,
     ``unauthorized`` or ``model_missing`` (the details go to the log)."""
     try:
-        settings = Settings.load()
+        settings = Settings.load(os.environ.get(env_name("ws_url")))
     except ConfigError as exc:
         log.warning("FlashHead is not configured: %s", exc)
         return ProviderStatus(False, "not_configured")

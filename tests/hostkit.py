@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -78,6 +79,37 @@ def opentalking(
         env=host_env,
         health_path="/health",
     )
+
+
+def without_flashhead_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without any FlashHead setting (ours, or the unprefixed names OpenTalking also reads),
+    for a host whose FlashHead configuration must come from its own files only."""
+    return {k: v for k, v in env.items() if not k.startswith(("OPENTALKING_FLASHHEAD_", "FLASHHEAD_"))}
+
+
+_STOCK_STATUSES = """
+import asyncio, json, sys
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__module__ != "opentalking_flashhead_autoload"]
+from opentalking.core.config import get_settings
+from opentalking.providers.synthesis.availability import resolve_model_statuses
+statuses = [s.to_dict() for s in asyncio.run(resolve_model_statuses(get_settings()))]
+assert not any(name.startswith("opentalking_flashhead.") for name in sys.modules), "not stock"
+print(json.dumps(statuses))
+"""
+
+
+def stock_model_statuses(venv: Path, host: servers.ServiceProcess) -> list[dict]:
+    """What stock OpenTalking's own ``resolve_model_statuses`` answers with ``host``'s environment and
+    work dir: a fresh interpreter of the host's venv that drops the plugin's import hook first."""
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", _STOCK_STATUSES],
+        cwd=host.log_path.parent,
+        env=host.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def worker(venv: Path, workdir: Path, env: dict[str, str], port: int) -> servers.ServiceProcess:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from opentalking_flashhead import availability
-from opentalking_flashhead.plugin import check_availability
+from opentalking_flashhead.plugin import check_availability, create_client
 from opentalking_flashhead.standin.serve import running_standin
 
 pytestmark = pytest.mark.service
@@ -46,3 +46,14 @@ async def test_unreachable_and_cached(monkeypatch, free_port: int) -> None:
     first = await check_availability()
     assert (first.connected, first.reason) == (False, "unreachable")
     assert await check_availability() is first  # answered from the short cache
+
+
+async def test_probes_the_service_the_client_uses_when_only_the_ws_url_is_set(keyed: str, monkeypatch) -> None:
+    """Without BASE_URL the client takes the host's http(s) ws_url as its base; so must the check."""
+    monkeypatch.delenv("OPENTALKING_FLASHHEAD_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_WS_URL", keyed)  # what OpenTalking passes as ws_url
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_API_KEY", "k1")
+    client = create_client(ws_url=keyed, model="soulx-flashhead-1.3b", config={})
+    assert client.settings.base_url == keyed.rstrip("/")
+    status = await check_availability()
+    assert (status.connected, status.reason) == (True, "flashhead_ready")

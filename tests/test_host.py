@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -30,12 +31,29 @@ pytestmark = [
     ),
 ]
 
+LOADED = "opentalking plugins: flashhead=loaded"
 SESSION = {"avatar_id": hostkit.AVATAR_ID, "model": "flashhead", "stt_provider": "sensevoice", "tts_provider": "edge"}
 
 
+def model_statuses(host: servers.ServiceProcess) -> list[dict]:
+    return httpx.get(f"{host.base_url}/models", timeout=10).json()["statuses"]
+
+
 def flashhead_status(host: servers.ServiceProcess) -> dict:
-    body = httpx.get(f"{host.base_url}/models", timeout=10).json()
-    return next(s for s in body["statuses"] if s["id"] == "flashhead")
+    return next(s for s in model_statuses(host) if s["id"] == "flashhead")
+
+
+def render_job(host: servers.ServiceProcess, chunks: int) -> list[np.ndarray]:
+    """Run one video-creation job for flashhead and decode the MP4 it exported."""
+    response = httpx.post(
+        f"{host.base_url}/video-creation/jobs",
+        data={"model": "flashhead", "avatar_id": hostkit.AVATAR_ID, "audio_source": "upload"},
+        files={"audio_file": ("speech.wav", wav_bytes(chunks * 17920), "audio/wav")},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    with av.open(response.json()["export_video"]["path"]) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
 def wav_bytes(samples: int) -> bytes:
@@ -92,12 +110,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 def test_models_lists_flashhead_connected_by_the_plugin(stack) -> None:
     _, host, _ = stack
-    assert flashhead_status(host) == {
+    venv = hostkit.host_venv()
+    assert venv is not None
+    statuses = model_statuses(host)
+    assert next(s for s in statuses if s["id"] == "flashhead") == {
         "id": "flashhead",
         "backend": "direct_ws",
         "connected": True,
         "reason": "flashhead_ready",
     }
+    stock = hostkit.stock_model_statuses(venv, host)
+    assert [s for s in statuses if s["id"] != "flashhead"] == [s for s in stock if s["id"] != "flashhead"]
+    assert LOADED in host.log_path.read_text()  # opentalking-unified shows the plugin summary
 
 
 def test_session_speaks_through_flashhead_to_a_webrtc_peer(stack) -> None:
@@ -115,16 +139,7 @@ def test_session_speaks_through_flashhead_to_a_webrtc_peer(stack) -> None:
 
 def test_video_creation_job_renders_through_flashhead(stack) -> None:
     _, host, shared = stack
-    response = httpx.post(
-        f"{host.base_url}/video-creation/jobs",
-        data={"model": "flashhead", "avatar_id": hostkit.AVATAR_ID, "audio_source": "upload"},
-        files={"audio_file": ("speech.wav", wav_bytes(2 * 17920), "audio/wav")},
-        timeout=120,
-    )
-    assert response.status_code == 200, response.text
-    export = response.json()["export_video"]
-    with av.open(export["path"]) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    frames = render_job(host, chunks=2)
     assert len(frames) == 2 * 28
     assert all(hostkit.clip_progress(frame) is not None for frame in frames)  # drawn by the fake model
     assert wait_until(lambda: not any(shared.iterdir())), sorted(shared.rglob("*"))
@@ -155,16 +170,94 @@ def test_disabled_plugin_leaves_the_host_stock(stack, tmp_path: Path) -> None:
     env = {"OPENTALKING_FLASHHEAD_BASE_URL": omnirt.base_url, "OPENTALKING_DISABLED_PLUGINS": "flashhead"}
     host = hostkit.opentalking(venv, hostkit.make_workdir(tmp_path / "work"), env).start(timeout=120)
     try:
-        # Stock 0.1.0: flashhead's direct_ws backend has no ws URL, so it is not configured.
-        assert flashhead_status(host) == {
+        statuses = model_statuses(host)
+        # Stock 0.1.0: flashhead's direct_ws backend has no ws URL, so it is not configured...
+        assert next(s for s in statuses if s["id"] == "flashhead") == {
             "id": "flashhead",
             "backend": "direct_ws",
             "connected": False,
             "reason": "not_configured",
         }
+        # ...and every model reads exactly as the host's own resolve_model_statuses has it.
+        assert statuses == hostkit.stock_model_statuses(venv, host)
         assert httpx.post(f"{host.base_url}/sessions", json=SESSION, timeout=30).status_code == 400
+        assert "opentalking plugins: flashhead=disabled" in host.log_path.read_text()
     finally:
         host.stop()
+
+
+def test_flashhead_configured_only_in_the_hosts_dotenv(stack, tmp_path: Path) -> None:
+    """As flashhead.env.example suggests: the settings live in OpenTalking's .env, not the environment."""
+    omnirt, _, _ = stack
+    venv = hostkit.host_venv()
+    assert venv is not None
+    shared, clips = tmp_path / "shared", tmp_path / "clips"
+    shared.mkdir()
+    workdir = hostkit.make_workdir(tmp_path / "work")
+    (workdir / ".env").write_text(
+        f"OPENTALKING_FLASHHEAD_BASE_URL={omnirt.base_url}\n"
+        f"OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR={shared}\n"
+        f"OPENTALKING_FLASHHEAD_SAVE_DIR={clips}\n"  # a name OpenTalking's settings do not know
+    )
+    host = hostkit.opentalking(venv, workdir, {})
+    host.env = hostkit.without_flashhead_env(host.env)
+    host.start(timeout=120)
+    try:
+        assert flashhead_status(host)["reason"] == "flashhead_ready"
+        assert len(render_job(host, chunks=1)) == 28
+        assert len(list(clips.glob("*.mp4"))) == 1
+        assert wait_until(lambda: not any(shared.iterdir())), sorted(shared.rglob("*"))
+    finally:
+        host.stop()
+
+
+_SETTINGS_SEEN = """
+import json, os
+import opentalking.providers.synthesis.availability  # the plugin adjusts the host here
+from opentalking_flashhead.settings import Settings
+
+s = Settings.load()
+print(json.dumps({
+    "environ": {k: v for k, v in os.environ.items() if k.startswith("OPENTALKING_FLASHHEAD_")},
+    "settings": [s.base_url, s.model, s.api_key, s.timeout_sec, s.chunk_samples],
+}))
+"""
+
+
+def test_host_dotenv_and_yaml_become_plugin_defaults(tmp_path: Path) -> None:
+    """.env and the YAML config reach our Settings; a real environment variable still wins; the
+    settings the model fixes (fps, size, frame count) are never exported."""
+    venv = hostkit.host_venv()
+    assert venv is not None
+    (tmp_path / ".env").write_text(
+        "OPENTALKING_FLASHHEAD_BASE_URL=http://dotenv.invalid:8766\n"
+        "OPENTALKING_FLASHHEAD_API_KEY=key-from-dotenv\n"
+        "OPENTALKING_FLASHHEAD_TIMEOUT_SEC=7\n"
+        "OPENTALKING_FLASHHEAD_FPS=30\n"
+        "OPENTALKING_FLASHHEAD_UNKNOWN=x\n"
+    )
+    config = tmp_path / "opentalking.yaml"
+    config.write_text("flashhead:\n  model: model-from-yaml\n  ws_url: http://yaml.invalid:9\n  width: 256\n")
+    env = {
+        **hostkit.without_flashhead_env(dict(os.environ)),
+        "OPENTALKING_CONFIG_FILE": str(config),
+        "FLASHHEAD_CHUNK_SAMPLES": "16000",  # OpenTalking's legacy unprefixed name
+        "OPENTALKING_FLASHHEAD_TIMEOUT_SEC": "42",
+    }
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", _SETTINGS_SEEN], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["environ"] == {
+        "OPENTALKING_FLASHHEAD_BASE_URL": "http://dotenv.invalid:8766",
+        "OPENTALKING_FLASHHEAD_API_KEY": "key-from-dotenv",
+        "OPENTALKING_FLASHHEAD_TIMEOUT_SEC": "42",
+        "OPENTALKING_FLASHHEAD_MODEL": "model-from-yaml",
+        "OPENTALKING_FLASHHEAD_WS_URL": "http://yaml.invalid:9",
+        "OPENTALKING_FLASHHEAD_CHUNK_SAMPLES": "16000",
+    }
+    assert seen["settings"] == ["http://dotenv.invalid:8766", "model-from-yaml", "key-from-dotenv", 42.0, 16000]
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="the split deployment needs redis-server")
@@ -191,6 +284,7 @@ def test_split_api_and_worker_processes(tmp_path: Path) -> None:
         worker.start(timeout=120)
         api.start(timeout=120)
         assert flashhead_status(api)["reason"] == "flashhead_ready"
+        assert LOADED in api.log_path.read_text() and LOADED in worker.log_path.read_text()
         created = httpx.post(f"{api.base_url}/sessions", json=SESSION, timeout=60)
         assert created.status_code == 200, created.text
         frames = asyncio.run(speak_and_watch(api, created.json()["session_id"], chunks=2))

@@ -7,6 +7,10 @@ OpenTalking 0.1.x has no plugin loader, but it has two seams that work (found by
 * ``/models`` and the session gate go through ``availability.resolve_model_statuses``
   (``apps.api.routes.models`` holds its own reference to it).
 
+It also reads FlashHead settings from OpenTalking's ``.env`` and YAML config, which the host keeps
+in its settings object and never puts into the environment our client reads (see
+:func:`mirror_host_config`).
+
 Each adjustment is idempotent, happens in whichever process imports the module (unified, API
 or worker), and touches only models a plugin provides and only on the backends where the host
 would use the client we replace. The host's own registry is never written to (it raises on a
@@ -18,12 +22,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 from opentalking_flashhead.host.manager import PluginSet, load_plugins
+from opentalking_flashhead.settings import Settings, env_name
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +41,89 @@ CLIENT_ATTRIBUTES = {"flashhead": "FlashHeadWSClient"}
 #: Backends on which the host builds the client we replace (mock and local keep their own).
 REMOTE_BACKENDS = frozenset({"direct_ws", "omnirt"})
 _MARK = "__opentalking_plugins__"
+#: The model whose settings OpenTalking keeps as ``flashhead_<name>``.
+FLASHHEAD = "flashhead"
+#: OpenTalking's ``flashhead_*`` settings that mean the same to our client. fps, sample rate, size
+#: and frame count are left out: the model fixes them, and the service rejects other values.
+HOST_FIELDS = (
+    "ws_url",
+    "base_url",
+    "model",
+    "shared_local_dir",
+    "shared_remote_dir",
+    "output_local_dir",
+    "output_remote_dir",
+    "output_base_url",
+    "timeout_sec",
+    "chunk_samples",
+)
 
 
 @functools.lru_cache(maxsize=1)
 def plugins() -> PluginSet:
     """The plugins of this process, loaded once."""
     loaded = load_plugins()
-    log.info("opentalking plugins: %s", ", ".join(f"{r.name}={r.status}" for r in loaded.records) or "none")
+    _announce("opentalking plugins: " + (", ".join(f"{r.name}={r.status}" for r in loaded.records) or "none"))
     return loaded
+
+
+def _announce(line: str) -> None:
+    """Log ``line``, or print it to stderr when this process has not set up logging.
+
+    OpenTalking 0.1.0 sets up logging only in ``opentalking-unified``, after it has imported the
+    modules we adjust, and uvicorn (``opentalking-api``, ``opentalking-worker``) only for its own
+    loggers: an INFO record would vanish, leaving the operator no sign that the plugin loaded.
+    """
+    if log.hasHandlers():
+        log.info(line)
+    else:
+        print(line, file=sys.stderr)
+
+
+def host_defaults(host: Any, dotenv: Mapping[str, str | None]) -> dict[str, str]:
+    """Our ``OPENTALKING_FLASHHEAD_*`` variables with the values OpenTalking's configuration gives them.
+
+    ``host`` is OpenTalking's settings object; a field counts only when one of its sources
+    (environment, ``.env``, legacy names, YAML) set it (``model_fields_set``), never as a default.
+    ``dotenv`` is the host's ``.env``, for our names the host has no field for (API key, preset,
+    config JSON, ...): its settings drop those.
+    """
+    ours = {env_name(f.name) for f in dataclasses.fields(Settings)} | {env_name(name) for name in HOST_FIELDS}
+    found = {name: str(value).strip() for name, value in dotenv.items() if name in ours and value}
+    for name in HOST_FIELDS:
+        if f"{FLASHHEAD}_{name}" in host.model_fields_set:
+            found[env_name(name)] = str(getattr(host, f"{FLASHHEAD}_{name}")).strip()
+    return {name: value for name, value in found.items() if value}
+
+
+@functools.lru_cache(maxsize=1)
+def mirror_host_config() -> dict[str, str]:
+    """Export OpenTalking's FlashHead configuration as environment defaults, once; returns what it set.
+
+    OpenTalking reads ``OPENTALKING_FLASHHEAD_*`` from its ``.env`` and the ``flashhead:`` section of
+    its YAML into its settings object only; our Settings, which must not import OpenTalking, reads
+    keyword overrides and ``os.environ``. Exporting the values with set-if-absent before any client
+    or availability check exists gives the client and the availability check in this process one
+    answer that matches the host's, while a real environment variable still wins.
+    """
+    try:
+        from dotenv import dotenv_values
+        from opentalking.core.config import get_settings
+
+        host = get_settings()
+        wanted = host_defaults(host, dotenv_values(host.model_config["env_file"]))
+    except Exception as exc:  # a host that cannot read its own configuration reports that itself
+        log.warning("opentalking plugins: could not read OpenTalking's FlashHead settings: %s", exc)
+        return {}
+    exported = {name: value for name, value in wanted.items() if name not in os.environ}
+    os.environ.update(exported)
+    return exported
 
 
 def on_import(fullname: str, module: ModuleType) -> None:
     """Adjust one just-imported host module (called by the autoload finder)."""
+    if FLASHHEAD in plugins().providers:
+        mirror_host_config()
     if fullname == CLIENT_MODULE:
         _swap_clients(module)
     elif fullname == AVAILABILITY_MODULE:

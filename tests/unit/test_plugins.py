@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ import pytest
 from opentalking_flashhead import plugin
 from opentalking_flashhead.host.hookspecs import ModelProvider
 from opentalking_flashhead.host.manager import load_plugins, new_manager
+from opentalking_flashhead.host.opentalking import host_defaults
 
 
 def test_entry_point_is_declared() -> None:
@@ -140,3 +142,45 @@ def test_cli_lists_plugins_as_json() -> None:
     (mine,) = [p for p in report["plugins"] if p["name"] == "flashhead"]
     assert mine["status"] == "loaded" and mine["providers"] == ["flashhead"]
     assert mine["distribution"] == "opentalking-flashhead"
+
+
+class FakeHostSettings:
+    """What host_defaults reads of OpenTalking's settings: the values and which ones a source set."""
+
+    flashhead_base_url = "http://yaml:8766"
+    flashhead_model = "soulx-flashhead-1.3b"
+    flashhead_timeout_sec = 30.0
+    flashhead_fps = 30
+    flashhead_output_base_url = ""
+    model_fields_set = frozenset(
+        {"flashhead_base_url", "flashhead_timeout_sec", "flashhead_fps", "flashhead_output_base_url", "api_port"}
+    )
+
+
+def test_host_defaults_take_only_what_the_user_set_and_the_model_allows() -> None:
+    dotenv = {
+        "OPENTALKING_FLASHHEAD_BASE_URL": "http://dotenv:8766",  # the host resolved it to the YAML one
+        "OPENTALKING_FLASHHEAD_API_KEY": "k1",  # no host field: read from .env itself
+        "OPENTALKING_FLASHHEAD_PRESET": "fast",
+        "OPENTALKING_FLASHHEAD_WIDTH": "256",  # fixed by the model
+        "OPENTALKING_FLASHHEAD_SAVE_DIR": None,  # "NAME" without a value
+        "OPENTALKING_LLM_MODEL": "qwen",
+    }
+    assert host_defaults(FakeHostSettings(), dotenv) == {
+        "OPENTALKING_FLASHHEAD_BASE_URL": "http://yaml:8766",
+        "OPENTALKING_FLASHHEAD_TIMEOUT_SEC": "30.0",
+        "OPENTALKING_FLASHHEAD_API_KEY": "k1",
+        "OPENTALKING_FLASHHEAD_PRESET": "fast",
+    }
+
+
+def test_plugin_summary_shows_without_logging_set_up() -> None:
+    """OpenTalking's api and worker never configure logging: the one-line summary must still show."""
+    out = subprocess.run(
+        [sys.executable, "-c", "from opentalking_flashhead.host.opentalking import plugins; plugins()"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OPENTALKING_DISABLED_PLUGINS": ""},
+    )
+    assert "opentalking plugins: flashhead=loaded" in out.stderr
