@@ -1,32 +1,39 @@
 """``opentalking-flashhead doctor``: check each part of a deployment, and say how to fix what fails.
 
-Checks run in the order a request travels: settings, shared storage, the path mapping, the
-service, the model, the key, then one real generation of a single slice and its clip.
+Checks run in the order a request travels: settings, shared storage, the output dir mapping, the
+service, the key, the model, then one real generation of a single slice and its clip. The path
+mappings are proven by that generation only: the service must read the probe's files from shared
+storage, and its clip must be read back here; nothing short of that shows a mapping works.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import os
+import tempfile
 import time
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+import httpx
 
 from opentalking_flashhead.errors import (
     ClipUnreadable,
     ConfigError,
     DecodeError,
     FlashHeadError,
-    GenerationFailed,
     RequestRejected,
-    ServiceUnavailable,
 )
 from opentalking_flashhead.settings import PRO_SLICE_SAMPLES, SAMPLE_RATE, Settings, env_name
 
-PROBE_TIMEOUT_SEC = 5.0
+#: Each discovery request (health, model list) may take this long.
+REQUEST_TIMEOUT_SEC = 5.0
+#: The probe generation's default deadline, retries included: doctor answers in seconds, not after
+#: the ten minutes a live session may wait for a chunk.
+PROBE_TIMEOUT_SEC = 30.0
+PROBE = "probe generation (1 slice)"
+CLIP = "clip readable and decodable"
 
 
 @dataclass(frozen=True)
@@ -42,67 +49,79 @@ class Check:
         return [head] if self.ok or not self.fix else [head, f"    fix: {self.fix}"]
 
 
-def _writable(path: Path) -> bool:
-    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+def _write_error(path: Path) -> str | None:
+    """Why a file cannot be created in ``path``, or None: tried for real, as ``os.access`` says yes to root."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def check_storage(settings: Settings) -> list[Check]:
-    """Shared dirs exist and are writable, and a file's remote path maps back to it."""
+    """Shared dirs exist and are writable; the OUTPUT_* settings add up to a way back for clips."""
     checks = []
     dirs = [("shared_local_dir", settings.shared_local_dir)]
-    dirs += [(name, path) for name, path in (("output_local_dir", settings.output_local_dir),) if path]
+    dirs += [("output_local_dir", settings.output_local_dir)] if settings.output_local_dir else []
     dirs += [("save_dir", settings.save_dir)] if settings.save_dir else []
     for name, path in dirs:
-        ok = _writable(path)
+        error = _write_error(path)
         checks.append(
             Check(
                 f"{env_name(name)} writable",
-                ok,
-                str(path) if ok else f"{path} does not exist or is not writable",
+                error is None,
+                str(path) if error is None else f"cannot create a file in {path}: {error}",
                 f"create it (mkdir -p {path}) and let this user write to it, or point {env_name(name)} elsewhere",
             )
         )
-    if checks[0].ok:
-        checks.append(_round_trip(settings))
-    return checks
+    return checks + check_output_mapping(settings)
 
 
-def _round_trip(settings: Settings) -> Check:
-    from opentalking_flashhead.artifacts import PathMap
+def check_output_mapping(settings: Settings) -> list[Check]:
+    """When OUTPUT_* is configured: settings that cannot work, caught before the probe (which proves the rest)."""
+    local, remote, url = settings.output_local_dir, settings.output_remote_dir, settings.output_base_url
+    if not (local or remote or url):
+        return []
+    name, remote_var = "output dir mapping", env_name("output_remote_dir")
+    if local and not remote:
+        return [
+            Check(
+                name,
+                False,
+                f"{env_name('output_local_dir')} is set but {remote_var} is not, so clips never come back through it",
+                f"set {remote_var} to the path under which the service sees {local}",
+            )
+        ]
+    if remote and not (local or url or PurePosixPath(remote).is_relative_to(settings.shared_remote_dir)):
+        return [Check(name, False, f"clips will be written under {remote}, which nothing here maps", _clip_fix())]
+    return [Check(name, True, f"clips come back {_clip_route(settings)}; the probe below proves it")]
 
-    probe = settings.shared_local_dir / f".doctor-{uuid.uuid4().hex[:8]}"
-    probe.write_bytes(b"probe")
-    try:
-        paths = PathMap(settings)
-        remote = paths.to_remote(probe)
-        back = paths.to_local(remote)
-        ok = back == probe.resolve()
-        detail = f"{probe.name}: here {settings.shared_local_dir} ↔ service {settings.shared_remote_dir}"
-    finally:
-        probe.unlink(missing_ok=True)
-    return Check(
-        "local ↔ remote mapping round-trips",
-        ok,
-        detail if ok else f"{remote} maps back to {back}, not {probe}",
-        f"make {env_name('shared_remote_dir')} the path under which the service sees {env_name('shared_local_dir')}",
-    )
+
+def _clip_route(settings: Settings) -> str:
+    """How the configuration brings a clip back to this machine, in words."""
+    if settings.output_remote_dir and settings.output_local_dir:
+        return f"from {settings.output_local_dir} (the service's {settings.output_remote_dir})"
+    if settings.output_remote_dir and settings.output_base_url:
+        return f"over HTTP from {settings.output_base_url}"
+    return f"through shared storage ({settings.shared_local_dir})"
 
 
 async def check_service(settings: Settings) -> list[Check]:
-    """Health, model list and key, as the availability probe sees them, with the reasons spelled out."""
-    import httpx
-
+    """Health, key and model list, with every answer that is not a FlashHead service's turned into a ✗."""
     url = settings.base_url
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=PROBE_TIMEOUT_SEC) as http:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=REQUEST_TIMEOUT_SEC) as http:
         try:
             health = await http.get("/healthz")
         except httpx.HTTPError as exc:
-            return [Check("service health", False, f"{url}/healthz: {type(exc).__name__}: {exc}", _start_fix())]
+            return [Check("service health", False, f"{url}/healthz: {_failure(exc)}", _start_fix())]
         if health.status_code != 200:
             return [Check("service health", False, f"{url}/healthz answered HTTP {health.status_code}", _start_fix())]
         checks = [Check("service health", True, f"{url}/healthz answered")]
-        models = await http.get("/v1/models")
+        try:
+            models = await http.get("/v1/models")
+        except httpx.HTTPError as exc:
+            return [*checks, Check("model listed", False, f"{url}/v1/models: {_failure(exc)}", _not_flashhead_fix())]
     key_state = "a key was sent" if settings.api_key else "no key was sent"
     if models.status_code in (401, 403):
         return [
@@ -114,64 +133,103 @@ async def check_service(settings: Settings) -> list[Check]:
                 f"set {env_name('api_key')} to a key listed in the service's API key file",
             ),
         ]
-    checks.append(Check("API key accepted", True, f"{key_state}; /v1/models answered HTTP {models.status_code}"))
-    listed = sorted(str(m.get("id")) for m in models.json().get("data", []) if isinstance(m, dict))
+    listed = _model_ids(models)
+    if listed is None:
+        answer = f"HTTP {models.status_code} {models.headers.get('content-type', 'without a content type')}"
+        detail = f"{url}/v1/models answered {answer}, not a model list: {models.text[:80]!r}"
+        return [*checks, Check("model listed", False, detail, _not_flashhead_fix())]
     ok = settings.model in listed
-    checks.append(
+    return [
+        *checks,
+        Check("API key accepted", True, f"{key_state}; /v1/models answered HTTP {models.status_code}"),
         Check(
             "model listed",
             ok,
             f"{settings.model!r} {'is' if ok else 'is not'} among {listed}",
             f"set {env_name('model')} to one of {listed}, or enable the model on the service",
-        )
-    )
-    return checks
+        ),
+    ]
+
+
+def _model_ids(response: httpx.Response) -> list[str] | None:
+    """The model ids of an OpenAI-style model list, or None when the answer is not one."""
+    if response.status_code != 200:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        return None
+    return sorted(str(m.get("id")) for m in data if isinstance(m, dict))
+
+
+def _failure(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} after {REQUEST_TIMEOUT_SEC:g} s"
 
 
 def _start_fix() -> str:
     return f"start the FlashHead service, or set {env_name('base_url')} to where it runs"
 
 
-async def check_generation(overrides: dict[str, Any]) -> list[Check]:
-    """Generate one slice through the real client: the end-to-end proof, timed."""
+def _not_flashhead_fix() -> str:
+    return (
+        f"make sure {env_name('base_url')} points at the FlashHead service (OmniRT) itself, not a proxy or another "
+        "server, and read its log"
+    )
+
+
+async def check_generation(settings: Settings, overrides: dict[str, Any], timeout: float) -> list[Check]:
+    """Generate one slice through the real client, failures raised rather than covered: the end-to-end proof.
+
+    It proves the shared mapping (the service read the probe's WAV and face) and the way back for
+    the clip (it was read and decoded here).
+    """
     import numpy as np
 
     from opentalking_flashhead.client import FlashHeadClient
 
     t = np.arange(PRO_SLICE_SAMPLES) / SAMPLE_RATE
     tone = (np.sin(2 * np.pi * 200 * t) * 8000).astype(np.int16)
-    client = FlashHeadClient(**overrides)
+    client = FlashHeadClient(**{**overrides, "on_error": "raise", "chunk_deadline_sec": timeout})
     started = time.monotonic()
     try:
         await client.init_session(ref_image=_probe_face())
         frames = await client.generate(tone)
-    except (RequestRejected, GenerationFailed, ServiceUnavailable) as exc:
-        return [Check("probe generation (1 slice)", False, str(exc), _generation_fix(exc))]
     except (ClipUnreadable, DecodeError) as exc:
         return [
-            Check("probe generation (1 slice)", True, "the service generated a clip"),
-            Check("clip readable and decodable", False, str(exc), _clip_fix()),
+            Check(PROBE, True, "the service generated a clip"),
+            Check(CLIP, False, str(exc), _clip_fix()),
         ]
+    except FlashHeadError as exc:
+        return [Check(PROBE, False, str(exc), _generation_fix(exc, timeout))]
     finally:
         await client.close()
     seconds = time.monotonic() - started
+    shared = f"{settings.shared_local_dir} as {settings.shared_remote_dir}"
     return [
-        Check("probe generation (1 slice)", True, f"{len(frames)} frames in {seconds:.2f} s"),
+        Check(PROBE, True, f"{len(frames)} frames in {seconds:.2f} s; the service read its inputs from {shared}"),
         Check(
-            "clip readable and decodable",
+            CLIP,
             len(frames) == 28,
-            f"{len(frames)} frames of 28, {frames[0].width}×{frames[0].height} BGR",
+            f"{len(frames)} frames of 28, {frames[0].width}×{frames[0].height} BGR, {_clip_route(settings)}",
             _clip_fix(),
         ),
     ]
 
 
-def _generation_fix(exc: FlashHeadError) -> str:
-    if isinstance(exc, RequestRejected) and "does not exist locally" in exc.detail:
-        return f"the service cannot see shared storage: set {env_name('shared_remote_dir')} to its path for it"
-    if isinstance(exc, GenerationFailed):
-        return "read the service's log for the model's error (GPU memory, checkpoints, launcher)"
-    return f"see the message; {env_name('timeout_sec')} bounds how long a slice may take"
+def _generation_fix(exc: FlashHeadError, timeout: float) -> str:
+    if isinstance(exc, RequestRejected):
+        if "does not exist locally" in exc.detail:
+            return f"the service cannot see shared storage: set {env_name('shared_remote_dir')} to its path for it"
+        return "the service refused the probe: change what its message names"
+    if exc.retryable:
+        return (
+            f"it kept failing for {timeout:g} s: read the service's log (GPU memory, checkpoints, launcher); "
+            "give a slow service longer with --timeout"
+        )
+    return "read the service's log and configuration for the model's error (checkpoints, launcher)"
 
 
 def _clip_fix() -> str:
@@ -191,7 +249,8 @@ def _probe_face() -> bytes:
     return out.getvalue()
 
 
-async def diagnose(**overrides: Any) -> list[Check]:
+async def diagnose(timeout: float = PROBE_TIMEOUT_SEC, **overrides: Any) -> list[Check]:
+    """Every check in order; the probe runs only when everything before it passed."""
     try:
         settings = Settings.load(overrides=overrides)
     except ConfigError as exc:
@@ -201,14 +260,14 @@ async def diagnose(**overrides: Any) -> list[Check]:
     checks += check_storage(settings)
     checks += await check_service(settings)
     if all(c.ok for c in checks):
-        checks += await check_generation(overrides)
+        checks += await check_generation(settings, overrides, timeout)
     else:
-        checks.append(Check("probe generation (1 slice)", False, "not run: fix the checks above first"))
+        checks.append(Check(PROBE, False, "not run: fix the checks above first"))
     return checks
 
 
-def run(**overrides: Any) -> int:
-    checks = asyncio.run(diagnose(**overrides))
+def run(timeout: float = PROBE_TIMEOUT_SEC, **overrides: Any) -> int:
+    checks = asyncio.run(diagnose(timeout, **overrides))
     for check in checks:
         print("\n".join(check.lines()))
     return 0 if all(c.ok for c in checks) else 1

@@ -8,19 +8,27 @@ arrive, so memory stays at about ``jobs`` chunks whatever the length of the spee
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 from tqdm import tqdm
 
 from opentalking_flashhead.audio import load_speech
 from opentalking_flashhead.client import FlashHeadClient
-from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH
+from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, env_name
 from opentalking_flashhead.video import Mp4Writer
+
+#: How long one chunk may take in ``render``, retries included, unless CHUNK_DEADLINE_SEC is set:
+#: ample for a busy GPU service, yet a dead one fails the run in a minute rather than ten.
+RENDER_CHUNK_DEADLINE_SEC = 60.0
 
 
 @dataclass(frozen=True)
@@ -44,33 +52,92 @@ class RenderSummary:
 
 
 def check_output(path: Path) -> None:
-    """Refuse an output we could not write, before any work is done."""
+    """Refuse an output we could not write, before any work is done.
+
+    A file is really created beside it: ``os.access`` says yes to root everywhere, even in /sys.
+    """
     if path.is_dir():
         raise ValueError(f"output {path} is a directory; give a file name like out.mp4")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ValueError(f"cannot write {path}: {parent} is not a writable directory")
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write {path}: {path.parent} is not a writable directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {path.parent} is not a writable directory ({exc.strerror})") from exc
+
+
+def read_speech(path: Path) -> np.ndarray:
+    """The speech as 16 kHz int16 mono, or one line naming the file and what is wrong with it."""
+    if not path.is_file():
+        raise ValueError(f"audio file not found: {path}")
+    try:
+        return load_speech(path, SAMPLE_RATE)
+    except ValueError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, av.error.FFmpegError):  # its own text leads with FFmpeg's error number
+            raise ValueError(
+                f"cannot read audio from {path}: {cause.strerror}; give a WAV, MP3, FLAC or OGG file"
+            ) from cause
+        raise
+
+
+def read_image(path: Path) -> bytes:
+    """The face image's bytes, once it is known to be an image PIL can open."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc.strerror}") from exc
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"{path} is not a readable image; give a PNG or JPEG of the face") from exc
+    return data
+
+
+@dataclass(frozen=True)
+class RenderInputs:
+    """What a render needs, read and checked: nothing is started until all of it is known to be good."""
+
+    audio_path: Path
+    image: bytes
+    output: Path
+    pcm: np.ndarray
+
+
+def load_inputs(audio_path: Path, image_path: Path, output: Path) -> RenderInputs:
+    """Read the speech and the face and make sure the output can be written; raises ValueError."""
+    image = read_image(image_path)
+    check_output(output)
+    return RenderInputs(audio_path, image, output, read_speech(audio_path))
 
 
 async def render(
     audio_path: Path, image_path: Path, output: Path, *, jobs: int = 1, progress: bool = True, **client_settings: Any
 ) -> RenderSummary:
     """Render ``audio_path`` spoken by the face in ``image_path`` to ``output`` (MP4, original audio)."""
-    if not audio_path.is_file():
-        raise ValueError(f"audio file not found: {audio_path}")
-    check_output(output)
+    inputs = load_inputs(audio_path, image_path, output)
+    return await render_inputs(inputs, jobs=jobs, progress=progress, **client_settings)
+
+
+async def render_inputs(
+    inputs: RenderInputs, *, jobs: int = 1, progress: bool = True, **client_settings: Any
+) -> RenderSummary:
+    """Render checked inputs. A chunk that keeps failing fails the run: no still frames in a file."""
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     started = time.monotonic()
-    pcm = load_speech(audio_path, SAMPLE_RATE)
-    client = FlashHeadClient(**client_settings)
+    client = FlashHeadClient(**{**_failure_policy(), **client_settings})
     writer: Mp4Writer | None = None
     pending: deque[asyncio.Future[list[Any]]] = deque()
     try:
-        await client.init_session(ref_image=image_path)
+        await client.init_session(ref_image=inputs.image)
         step = client.audio_chunk_samples
-        pieces = [pcm[i : i + step] for i in range(0, pcm.size, step)]
-        writer = Mp4Writer(output, FPS, (WIDTH, HEIGHT), audio_path)
+        pieces = [inputs.pcm[i : i + step] for i in range(0, inputs.pcm.size, step)]
+        writer = Mp4Writer(inputs.output, FPS, (WIDTH, HEIGHT), inputs.audio_path)
         with tqdm(total=len(pieces), unit="chunk", disable=not progress, desc="rendering") as bar:
             for piece in pieces:
                 if len(pending) >= jobs:
@@ -88,7 +155,16 @@ async def render(
         raise
     finally:
         await client.close()
-    return RenderSummary(output, len(pieces), writer.frames, pcm.size / SAMPLE_RATE, time.monotonic() - started)
+    audio_sec = inputs.pcm.size / SAMPLE_RATE
+    return RenderSummary(inputs.output, len(pieces), writer.frames, audio_sec, time.monotonic() - started)
+
+
+def _failure_policy() -> dict[str, Any]:
+    """Raise on a chunk that keeps failing, within RENDER_CHUNK_DEADLINE_SEC unless CHUNK_DEADLINE_SEC says."""
+    policy: dict[str, Any] = {"on_error": "raise"}
+    if not os.environ.get(env_name("chunk_deadline_sec"), "").strip():
+        policy["chunk_deadline_sec"] = RENDER_CHUNK_DEADLINE_SEC
+    return policy
 
 
 def _write(writer: Mp4Writer, frames: list[Any], bar: tqdm) -> None:

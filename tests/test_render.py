@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -15,6 +18,8 @@ import soundfile as sf
 from opentalking_flashhead.cli import main
 from opentalking_flashhead.render import render
 from opentalking_flashhead.standin.serve import running_standin
+
+import servers
 
 pytestmark = pytest.mark.service
 
@@ -73,58 +78,156 @@ def test_parallel_jobs_give_the_same_video(standin_url: str, avatar_png: Path, t
     assert np.allclose(outputs[0], outputs[1], atol=2.0)  # same frames in the same order
 
 
-def test_cli_starts_a_labelled_standin_when_no_service_is_configured(
-    avatar_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def cli(*args: str, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
+    """The command as a user runs it, in its own process (signals, exit status, temp dirs)."""
+    command = [sys.executable, "-m", "opentalking_flashhead.cli", *args]
+    return subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def test_cli_starts_a_labelled_standin_in_a_scratch_dir_when_no_service_is_configured(
+    avatar_png: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv("OPENTALKING_FLASHHEAD_BASE_URL", raising=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENTALKING_FLASHHEAD_")}
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
     source = tmp_path / "speech.wav"
     sf.write(source, voice(1.2, 16000), 16000, subtype="PCM_16")
     out = tmp_path / "out.mp4"
-    args = ["render", str(source), "--image", str(avatar_png), "-o", str(out), "--jobs", "2"]
-    run = subprocess.run(
-        [sys.executable, "-m", "opentalking_flashhead.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
+    run = cli(
+        "render",
+        str(source),
+        "--image",
+        str(avatar_png),
+        "-o",
+        str(out),
+        "--jobs",
+        "2",
+        env={**env, "TMPDIR": str(scratch_root)},
     )
-    assert run.returncode == 0, run.stderr
-    assert "STAND-IN" in run.stderr
-    assert run.stdout.strip().startswith(f"{out}: 2 chunks, 30 frames, 1.20 s of audio in ")
-    assert "real-time factor" in run.stdout
+    sessions = set()
+    while run.poll() is None:  # the session lives in a scratch dir of this run, not in the shared default
+        sessions.update(scratch_root.glob("flashhead-standin-*/session-*"))
+        time.sleep(0.005)
+    stdout, stderr = run.communicate()
+    assert run.returncode == 0, stderr
+    assert "STAND-IN" in stderr
+    assert stdout.strip().startswith(f"{out}: 2 chunks, 30 frames, 1.20 s of audio in ")
+    assert "real-time factor" in stdout
     assert streams(out)[0] == 30
+    assert sessions
+    assert list(scratch_root.iterdir()) == []  # removed afterwards
 
 
-@pytest.mark.parametrize("case", ["missing audio", "not audio", "not an image", "unwritable output", "directory"])
+@pytest.mark.parametrize("service", ["--base-url", "none configured"])
+@pytest.mark.parametrize(
+    "case", ["missing audio", "not audio", "not an image", "missing dir", "system dir", "directory"]
+)
 def test_bad_input_is_one_clear_line(
-    case: str, standin_url: str, avatar_png: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str,
+    service: str,
+    standin_url: str,
+    avatar_png: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     good_audio = tmp_path / "speech.wav"
     sf.write(good_audio, voice(1.0, 16000), 16000, subtype="PCM_16")
-    (tmp_path / "notes.txt").write_text("hello")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
     audio, image, out = good_audio, avatar_png, tmp_path / "out.mp4"
-    expected = {
-        "missing audio": "audio file not found",
-        "not audio": "cannot read audio",
-        "not an image": "not a readable image",
-        "unwritable output": "not a writable directory",
-        "directory": "is a directory",
-    }[case]
     if case == "missing audio":
         audio = tmp_path / "nope.wav"
     elif case == "not audio":
-        audio = tmp_path / "notes.txt"
+        audio = notes
     elif case == "not an image":
-        image = tmp_path / "notes.txt"
-    elif case == "unwritable output":
+        image = notes
+    elif case == "missing dir":
         out = tmp_path / "no-such-dir" / "out.mp4"
+    elif case == "system dir":
+        out = Path("/sys/out.mp4")  # os.access says root may write there; it may not
     else:
         out = tmp_path
-    code = main(["render", str(audio), "--image", str(image), "-o", str(out), "--base-url", standin_url, "-q"])
+    expected = {
+        "missing audio": f"audio file not found: {audio}",
+        "not audio": f"cannot read audio from {notes}: Invalid data found when processing input; give a WAV,",
+        "not an image": f"{notes} is not a readable image; give a PNG or JPEG of the face",
+        "missing dir": f"cannot write {out}: {out.parent} is not a writable directory",
+        "system dir": "cannot write /sys/out.mp4: /sys is not a writable directory",
+        "directory": f"output {tmp_path} is a directory",
+    }[case]
+    args = ["render", str(audio), "--image", str(image), "-o", str(out), "-q"]
+    if service == "--base-url":
+        args += ["--base-url", standin_url]
+    else:
+        monkeypatch.delenv("OPENTALKING_FLASHHEAD_BASE_URL", raising=False)
+    code = main(args)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
-    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
+    assert len(err) == 1 and err[0].startswith(f"error: {expected}"), err
+    assert "Errno" not in err[0] and "<_io." not in err[0]
     assert not (tmp_path / "out.mp4").exists()
     assert not list(tmp_path.glob(".*partial"))
+
+
+@pytest.fixture(scope="module")
+def failing_standin(tmp_path_factory: pytest.TempPathFactory):
+    service = servers.standin(tmp_path_factory.mktemp("failing"), extra_args=("--fail-rate", "1.0")).start()
+    yield service.base_url
+    service.stop()
+
+
+def test_a_chunk_that_keeps_failing_fails_the_run(
+    failing_standin: str, avatar_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    source = tmp_path / "speech.wav"
+    sf.write(source, voice(2.0, 16000), 16000, subtype="PCM_16")
+    shared = tmp_path / "shared"
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR", str(shared))
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_CHUNK_DEADLINE_SEC", "1")
+    started = time.monotonic()
+    args = ["render", str(source), "--image", str(avatar_png), "-o", str(tmp_path / "out.mp4"), "-q"]
+    code = main([*args, "--base-url", failing_standin])
+    assert time.monotonic() - started < 15
+    assert code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "(--fail-rate)" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared", "speech.wav"]
+    assert list(shared.iterdir()) == []
+
+
+def test_sigterm_cleans_up_like_ctrl_c(avatar_png: Path, tmp_path: Path) -> None:
+    slow = servers.standin(tmp_path, extra_args=("--latency", "2")).start()
+    shared, out_dir = tmp_path / "shared", tmp_path / "out"
+    out_dir.mkdir()
+    source = tmp_path / "speech.wav"
+    sf.write(source, voice(4.0, 16000), 16000, subtype="PCM_16")
+    env = {**os.environ, "OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR": str(shared)}
+    try:
+        run = cli(
+            "render",
+            str(source),
+            "--image",
+            str(avatar_png),
+            "-o",
+            str(out_dir / "out.mp4"),
+            "-q",
+            "--base-url",
+            slow.base_url,
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        while not (out_dir / ".out.mp4.partial").exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.0)  # in the middle of the first chunk's 2 s
+        assert list(shared.glob("session-*"))
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        slow.stop()
+    assert run.returncode == 130, stderr
+    assert list(out_dir.iterdir()) == []
+    assert list(shared.iterdir()) == []
 
 
 def test_failed_run_leaves_no_partial_output(avatar_png: Path, tmp_path: Path, free_port: int) -> None:

@@ -152,3 +152,19 @@ def test_async_jobs_respect_capacity_and_can_be_cancelled(standin: httpx.Client,
     # A stream opened after the end replays the events and ends instead of hanging.
     late = standin.get(f"/v1/jobs/{jobs[0]['id']}/events").text
     assert late.count("event: ") == 3
+
+
+def test_fail_rate_one_fails_every_generation_half_each_way(media: dict[str, Path], tmp_path: Path) -> None:
+    with running_standin(tmp_path / "out", fail_rate=1.0) as url:
+        client = httpx.Client(base_url=url, timeout=30)
+        outcomes = []
+        for _ in range(24):
+            answer = client.post("/v1/generate", json=body(media, async_run=True))
+            if answer.status_code == 503:
+                outcomes.append("503")
+                continue
+            job_id = answer.json()["id"]
+            client.get(f"/v1/jobs/{job_id}/events")  # returns once the job has ended
+            outcomes.append(client.get(f"/v1/jobs/{job_id}").json()["state"])
+    assert set(outcomes) == {"503", "failed"}
+    assert list((tmp_path / "out").iterdir()) == []

@@ -80,7 +80,7 @@ def create_app(
     ``fail_rate`` makes that share of generations fail transiently (half as 503, half as a failed
     run), as a flaky GPU service does.
     """
-    runner = JobRunner(output_dir, latency=latency, capacity=capacity, fail_rate=fail_rate / 2)
+    runner = JobRunner(output_dir, latency=latency, capacity=capacity, fail_rate=fail_rate)
     app = FastAPI(title="FlashHead stand-in (no model)", version="0.1.0")
     app.state.runner = runner
     app.router.add_event_handler("shutdown", runner.shutdown)
@@ -112,9 +112,10 @@ def create_app(
         errors = validate(payload.task, payload.model, payload.inputs, payload.config)
         if errors:
             raise HTTPException(status_code=400, detail="\n".join(f"- {e}" for e in errors))
-        if runner.flaky():
+        failure = runner.draw_failure()
+        if failure == "overload":
             return PlainTextResponse("stand-in: simulated overload (--fail-rate)", status_code=503)
-        job, record = runner.submit(request)
+        job, record = runner.submit(request, fail=failure == "run")
         if payload.async_run:
             return record
         assert job.future is not None

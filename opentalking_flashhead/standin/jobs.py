@@ -42,6 +42,7 @@ class Job:
     finished_at_ms: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     future: Future[None] | None = field(default=None, repr=False)
+    fail: bool = False  # a simulated transient failure (``--fail-rate``) is due
 
     def to_dict(self) -> dict[str, Any]:
         record = {
@@ -77,9 +78,9 @@ class JobRunner:
         self._lock = threading.Lock()
         self._last_ms = 0
 
-    def submit(self, request: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
-        """Queue a generation; returns the job and its record as of submission (state ``queued``)."""
-        job = Job(request)
+    def submit(self, request: dict[str, Any], *, fail: bool = False) -> tuple[Job, dict[str, Any]]:
+        """Queue a generation (``fail``: make its run fail); returns the job and its record as of submission."""
+        job = Job(request, fail=fail)
         self.jobs[job.id] = job
         self._event(job, "job_enqueued")
         record = job.to_dict()
@@ -111,7 +112,7 @@ class JobRunner:
         job.state, job.started_at_ms = "running", _now_ms()
         self._event(job, "job_started")
         try:
-            job.result = self._generate(job.request)
+            job.result = self._generate(job)
         except Exception as exc:
             job.state, job.error, job.finished_at_ms = "failed", str(exc), _now_ms()
             self._event(job, "job_failed", error=str(exc))
@@ -119,14 +120,19 @@ class JobRunner:
         job.state, job.finished_at_ms = "succeeded", _now_ms()
         self._event(job, "job_finished")
 
-    def flaky(self) -> bool:
-        """Whether this request should suffer a simulated transient failure (``fail_rate``)."""
-        return self.fail_rate > 0 and self.random.random() < self.fail_rate
+    def draw_failure(self) -> str | None:
+        """The simulated transient failure a new generation suffers: ``overload`` (a 503), ``run`` (a failed
+        job) or None. One draw per generation, so exactly ``fail_rate`` of them fail, half each way."""
+        draw = self.random.random()
+        if draw < self.fail_rate / 2:
+            return "overload"
+        return "run" if draw < self.fail_rate else None
 
-    def _generate(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _generate(self, job: Job) -> dict[str, Any]:
         started = time.monotonic()
-        if self.flaky():
+        if job.fail:
             raise RuntimeError("stand-in: simulated transient failure (--fail-rate)")
+        request = job.request
         config = request.get("config") or {}
         output_dir = Path(str(config.get("output_dir") or self.output_dir))
         if not output_dir.is_absolute():
