@@ -299,7 +299,7 @@ class FlashHeadClient:
         await asyncio.gather(*self._inflight, return_exceptions=True)
         if session is not None:
             paths = [session.dir] + ([session.output_local] if session.output_local else [])
-            linger = self.settings.timeout_sec if abandoned or session.abandoned else 0.0
+            linger = max(self.settings.timeout_sec, storage.LINGER_MIN_SEC) if abandoned or session.abandoned else 0.0
             storage.remove_lingering(paths, linger)
 
 

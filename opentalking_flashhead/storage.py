@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 SESSION_PREFIX = "session-"
 STALE_AFTER_SEC = 24 * 3600
 
-#: How often :func:`remove_lingering` looks again.
+#: How often :func:`remove_lingering` looks again, and for how long at least: a job the client gave
+#: up on after a short timeout may still run its course on the service.
 LINGER_POLL_SEC = 1.0
+LINGER_MIN_SEC = 60.0
 
 _swept: set[Path] = set()
 _lingering: set[asyncio.Task[None]] = set()

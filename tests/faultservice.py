@@ -2,12 +2,16 @@
 
 It speaks the protocol (health, models, sync and async generate, jobs, clip files) and renders
 real stand-in clips, but each generate request takes the next fault from ``FaultService.script``
-("ok" once the script is empty).
+("ok" once the script is empty). It records what a test needs to see: the jobs it left running
+(``stuck``), the jobs a client asked about (``polled``), the ``DELETE /v1/jobs/{id}`` it received
+(``cancelled``), and the generate requests still being answered (``active``: a hung one finishes,
+and writes its clip, after the client gave up).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import deque
 from pathlib import Path
@@ -26,6 +30,8 @@ FAULTS = (
     "503",
     "job_failed",
     "job_failed_permanent",
+    "job_failed_leaving_clip",
+    "stuck_job",
     "hang",
     "truncated",
     "empty",
@@ -49,8 +55,27 @@ class FaultService:
         self.script: deque[str] = deque()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.requests = 0
+        self.active = 0
+        self.stuck: list[str] = []
+        self.polled: set[str] = set()
+        self.cancelled: list[str] = []
         self.base_url = ""
         self.app = self._build()
+
+    def reset(self) -> None:
+        """Forget the script and what the previous test did (jobs stay answerable)."""
+        self.script.clear()
+        self.stuck.clear()
+        self.polled.clear()
+        self.cancelled.clear()
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Block until no generate request is being answered any more (hung ones included)."""
+        deadline = time.monotonic() + timeout
+        while self.active:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.active} generate request(s) still being answered after {timeout:g} s")
+            time.sleep(0.02)
 
     def clip_for(self, fault: str, inputs: dict[str, str], output_dir: Path) -> dict[str, Any]:
         """The artifact a generation answers with, misbehaving as ``fault`` says."""
@@ -89,6 +114,13 @@ class FaultService:
         return self._artifact(str(clip))
 
     @staticmethod
+    def deliver(result: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+        """Move a staged clip into ``output_dir``, as a slow model writes its clip at last."""
+        staged = Path(result["outputs"][0]["path"])
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return FaultService._artifact(str(staged.replace(output_dir / staged.name)))
+
+    @staticmethod
     def _artifact(path: str | None = None, url: str | None = None) -> dict[str, Any]:
         item = {"kind": "video", "mime": "video/mp4", "width": 512, "height": 512, "num_frames": 28}
         item |= {"path": path, "transport": "path"} if path else {"url": url, "transport": "url"}
@@ -107,33 +139,58 @@ class FaultService:
 
         @app.post("/v1/generate", response_model=None)
         async def generate(request: Request) -> Any:
-            body = await request.json()
+            self.active += 1
+            try:
+                return await answer(await request.json())
+            finally:
+                self.active -= 1
+
+        async def answer(body: dict[str, Any]) -> Any:
             self.requests += 1
             fault = self.script.popleft() if self.script else "ok"
             if fault == "500":
                 return PlainTextResponse("Internal Server Error", status_code=500)
             if fault == "503":
                 return PlainTextResponse("Service Unavailable", status_code=503)
-            if fault == "hang":
-                await asyncio.sleep(self.hang_sec)
+            inputs, async_run = body["inputs"], bool(body.get("async_run"))
             output_dir = Path(body.get("config", {}).get("output_dir") or self.workdir / "out")
-            if not body.get("async_run"):
-                return await asyncio.to_thread(self.clip_for, fault, body["inputs"], output_dir)
             job_id = str(uuid.uuid4())
+            if fault == "stuck_job" and async_run:  # runs forever, writes nothing
+                self.jobs[job_id] = {"id": job_id, "state": "running", "error": None}
+                self.stuck.append(job_id)
+                return {"id": job_id, "state": "queued"}
             if fault.startswith("job_failed"):
+                if fault == "job_failed_leaving_clip":  # the model died while writing its clip
+                    await asyncio.to_thread(self.clip_for, "truncated", inputs, output_dir)
+                if not async_run:
+                    return PlainTextResponse("Internal Server Error", status_code=500)
                 error = (
                     "FileNotFoundError: FlashHead repo_path not found"
                     if fault.endswith("permanent")
                     else ("FlashHead launch failed with exit code 1. CUDA out of memory")
                 )
                 self.jobs[job_id] = {"id": job_id, "state": "failed", "error": error}
+                return {"id": job_id, "state": "queued"}
+            if fault == "hang":  # the model has read its inputs but takes too long: its clip lands late
+                staged = await asyncio.to_thread(self.clip_for, "ok", inputs, self.workdir / "staging")
+                await asyncio.sleep(self.hang_sec)
+                result = await asyncio.to_thread(self.deliver, staged, output_dir)
             else:
-                result = await asyncio.to_thread(self.clip_for, fault, body["inputs"], output_dir)
-                self.jobs[job_id] = {"id": job_id, "state": "succeeded", "error": None, "result": result}
+                result = await asyncio.to_thread(self.clip_for, fault, inputs, output_dir)
+            if not async_run:
+                return result
+            self.jobs[job_id] = {"id": job_id, "state": "succeeded", "error": None, "result": result}
             return {"id": job_id, "state": "queued"}
 
         @app.get("/v1/jobs/{job_id}")
         async def job(job_id: str) -> Any:
+            self.polled.add(job_id)
+            record = self.jobs.get(job_id)
+            return record if record else JSONResponse({"detail": "Job not found"}, status_code=404)
+
+        @app.delete("/v1/jobs/{job_id}")
+        async def cancel(job_id: str) -> Any:
+            self.cancelled.append(job_id)  # like OmniRT, a job that has started runs on regardless
             record = self.jobs.get(job_id)
             return record if record else JSONResponse({"detail": "Job not found"}, status_code=404)
 

@@ -90,6 +90,13 @@ class ServiceProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the service and the processes it started: a crash, not a shutdown."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -120,3 +127,10 @@ def standin(
         key_file.write_text(api_key + "\n")
         command += ["--api-key-file", str(key_file)]
     return ServiceProcess("standin", command, output_dir, workdir / "standin.log", port, api_key, env)
+
+
+def slow(kind: str, workdir: Path, seconds: float) -> ServiceProcess:
+    """A service of ``kind`` ("omnirt" or "standin") whose every generation takes ``seconds``."""
+    if kind == "omnirt":
+        return omnirt(workdir, env={"FAKE_FLASHHEAD_SLEEP": str(seconds)})
+    return standin(workdir, extra_args=("--latency", str(seconds)))

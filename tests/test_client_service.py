@@ -134,6 +134,21 @@ async def test_api_key(flashhead_service_with_key, shared_dir, avatar_png) -> No
     assert list(shared_dir.iterdir()) == []
 
 
+async def test_wrong_api_key_is_rejected_naming_the_variable(
+    flashhead_service_with_key, shared_dir, avatar_png
+) -> None:
+    """Row "wrong API key": HTTP 401 raised at once, never retried, naming OPENTALKING_FLASHHEAD_API_KEY."""
+    service = flashhead_service_with_key
+    client = make_client(service, shared_dir, api_key=f"not-{service.api_key}")
+    await client.init_session(ref_image=avatar_png)
+    with pytest.raises(RequestRejected, match=r"HTTP 401.*Set OPENTALKING_FLASHHEAD_API_KEY") as err:
+        await client.generate(speech(17920))
+    assert err.value.status_code == 401 and "Unauthorized" in err.value.detail
+    assert client.stats.requests == 1 and client.stats.retries == 0 and client.stats.still_chunks == 0
+    await client.close()
+    assert list(shared_dir.iterdir()) == []
+
+
 async def test_service_down_fails_fast_naming_the_url(shared_dir, avatar_png, free_port) -> None:
     client = FlashHeadClient(base_url=f"http://127.0.0.1:{free_port}", shared_local_dir=str(shared_dir))
     with pytest.raises(ServiceUnavailable, match=rf"not connected.*127\.0\.0\.1:{free_port}/healthz"):

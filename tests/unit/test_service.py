@@ -176,3 +176,19 @@ async def test_a_stream_that_ends_early_hands_over_to_polling() -> None:
     started = loop.time()
     assert await client(handler).generate({}) == OK_BODY
     assert loop.time() - started < 1.0  # polled with backoff, not left to the one-second safety net
+
+
+async def test_403_is_rejected_at_once_naming_the_model_variable() -> None:
+    """Row "misconfiguration" (403): RequestRejected with the service's words, never retried, naming the model."""
+    calls = []
+    detail = "Model 'soulx-flashhead-1.3b' is not enabled for this server tier policy."
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(403, json={"detail": detail})
+
+    for async_jobs in (False, True):
+        with pytest.raises(RequestRejected, match="OPENTALKING_FLASHHEAD_MODEL") as err:
+            await client(handler, async_jobs=async_jobs).generate({})
+        assert err.value.status_code == 403 and err.value.detail == detail
+    assert len(calls) == 2  # one request each: never retried
