@@ -66,7 +66,7 @@ def load_speech(path: Path, sample_rate: int) -> np.ndarray:
                 blocks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
             blocks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
     except av.error.FFmpegError as exc:
-        raise ValueError(f"cannot read audio from {path}: {exc}") from exc
+        raise ValueError(f"cannot read audio from {path}: {exc.strerror}; give a WAV, MP3, FLAC or OGG file") from exc
     pcm = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int16)
     if pcm.size == 0:
         raise ValueError(f"{path} holds no audio samples")

@@ -2,20 +2,19 @@
 
 Asks ``/healthz`` then ``/v1/models`` with a short timeout, and caches the answer briefly: the
 WebUI polls the model list and every session start consults it. It asks the service the client
-would use: without ``OPENTALKING_FLASHHEAD_BASE_URL`` the client takes the http(s) ``ws_url`` the
-host passes it, OpenTalking's ``flashhead_ws_url``, which is ``OPENTALKING_FLASHHEAD_WS_URL``
-(the host adapter exports it when it comes from OpenTalking's ``.env`` or YAML).
+would use: without ``OPENTALKING_FLASHHEAD_BASE_URL`` both take an http(s)
+``OPENTALKING_FLASHHEAD_WS_URL``, which is what the host passes the client as ``ws_url`` (the host
+adapter exports it when it comes from OpenTalking's ``.env`` or YAML).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from opentalking_flashhead.errors import ConfigError
 from opentalking_flashhead.host.hookspecs import ProviderStatus
-from opentalking_flashhead.settings import Settings, env_name
+from opentalking_flashhead.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ async def check_service() -> ProviderStatus:
     """Connected with reason ``flashhead_ready``, or not, with ``not_configured``, ``unreachable``,
     ``unauthorized`` or ``model_missing`` (the details go to the log)."""
     try:
-        settings = Settings.load(os.environ.get(env_name("ws_url")))
+        settings = Settings.load()
     except ConfigError as exc:
         log.warning("FlashHead is not configured: %s", exc)
         return ProviderStatus(False, "not_configured")

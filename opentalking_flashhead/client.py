@@ -8,7 +8,6 @@ init_session(ref_image, **anything) → generate(pcm)* → close(), and again af
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import logging
 import shutil
@@ -25,6 +24,7 @@ from opentalking_flashhead import audio, storage, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
 from opentalking_flashhead.errors import ConfigError, DecodeError, FlashHeadError, ServiceUnavailable
 from opentalking_flashhead.host.frames import VideoFrameData
+from opentalking_flashhead.reference import Reference, read_reference
 from opentalking_flashhead.service import RETRY_BACKOFF, ServiceClient, Stats
 from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, Settings, env_name
 from opentalking_flashhead.timing import FrameClock, fit
@@ -112,7 +112,7 @@ class FlashHeadClient:
         self, ref_image: str | Path | bytes, prompt: str | None = None, seed: int | None = None, **ignored: Any
     ) -> dict[str, Any]:
         """Start a session with this face. ``prompt``, ``seed`` and host-specific keywords are ignored."""
-        data, suffix, still = _read_image(ref_image)
+        face = read_reference(ref_image, (WIDTH, HEIGHT))
         async with self._lifecycle:  # the host may close() from another task meanwhile
             await self.connect()
             assert self._service is not None
@@ -123,7 +123,7 @@ class FlashHeadClient:
                 raise
             if self._session is not None:
                 await self._end_session()
-            session = self._session = self._open_session(data, suffix, still)
+            session = self._session = self._open_session(face)
         log.info(
             "FlashHead session %s: %s model=%s chunk=%d samples (%d frames)",
             session.name,
@@ -260,7 +260,7 @@ class FlashHeadClient:
         )
         return session.still
 
-    def _open_session(self, image: bytes, suffix: str, still: np.ndarray) -> _Session:
+    def _open_session(self, face: Reference) -> _Session:
         """Make the session's directory with the reference in it; on any failure, leave nothing behind."""
         assert self._locator is not None
         settings, paths = self.settings, self._locator.paths
@@ -273,9 +273,9 @@ class FlashHeadClient:
                 storage.sweep_stale_sessions(stale_root)
         try:
             directory.mkdir(parents=True)
-            reference = directory / f"reference{suffix}"
-            partial = directory / f".reference{suffix}.partial"
-            partial.write_bytes(image)
+            reference = directory / f"reference{face.suffix}"
+            partial = directory / f".reference{face.suffix}.partial"
+            partial.write_bytes(face.data)
             partial.replace(reference)
             if settings.save_dir is not None:
                 settings.save_dir.mkdir(parents=True, exist_ok=True)
@@ -285,9 +285,8 @@ class FlashHeadClient:
                 f"cannot write {exc.filename}: {exc.strerror}; set {env_name('shared_local_dir')} "
                 f"(and {env_name('save_dir')}) to writable directories"
             ) from exc
-        return _Session(
-            name, directory, paths.to_remote(reference), output_remote, paths.to_local(output_remote), still
-        )
+        output_local = paths.to_local(output_remote)
+        return _Session(name, directory, paths.to_remote(reference), output_remote, output_local, face.still)
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""
@@ -314,31 +313,3 @@ def _remove_outputs(session: _Session) -> None:
     for entry in session.output_local.iterdir():
         if entry.name not in session.inflight:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
-
-
-def _read_image(ref_image: str | Path | bytes) -> tuple[bytes, str, np.ndarray]:
-    """The reference image's bytes, file suffix and still frame.
-
-    The image is decoded in full here, so a truncated or bogus file fails before anything is written.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(ref_image, (bytes, bytearray, memoryview)):
-        data, label = bytes(ref_image), "the reference image (given as bytes)"
-    elif isinstance(ref_image, (str, Path)):
-        path = Path(ref_image).expanduser()
-        label = str(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ValueError(f"cannot read the reference image {label}: {exc.strerror or exc}") from exc
-    else:
-        raise ValueError(f"ref_image must be a path or bytes, got {type(ref_image).__name__}")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            kind = (image.format or "png").lower()
-        still = video.still_of(data, (WIDTH, HEIGHT))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        reason = "not an image format Pillow reads" if isinstance(exc, UnidentifiedImageError) else str(exc)
-        raise ValueError(f"{label} is not a readable image ({reason}); give a PNG or JPEG of the face") from exc
-    return data, ".jpg" if kind == "jpeg" else f".{kind}", still

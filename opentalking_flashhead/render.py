@@ -8,7 +8,6 @@ arrive, so memory stays at about ``jobs`` chunks whatever the length of the spee
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import tempfile
 import time
@@ -17,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from tqdm import tqdm
 
 from opentalking_flashhead.audio import load_speech
 from opentalking_flashhead.client import FlashHeadClient
+from opentalking_flashhead.reference import read_reference
 from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, env_name
 from opentalking_flashhead.video import Mp4Writer
 
@@ -71,31 +70,7 @@ def read_speech(path: Path) -> np.ndarray:
     """The speech as 16 kHz int16 mono, or one line naming the file and what is wrong with it."""
     if not path.is_file():
         raise ValueError(f"audio file not found: {path}")
-    try:
-        return load_speech(path, SAMPLE_RATE)
-    except ValueError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, av.error.FFmpegError):  # its own text leads with FFmpeg's error number
-            raise ValueError(
-                f"cannot read audio from {path}: {cause.strerror}; give a WAV, MP3, FLAC or OGG file"
-            ) from cause
-        raise
-
-
-def read_image(path: Path) -> bytes:
-    """The face image's bytes, once it is known to be an image PIL can open."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc.strerror}") from exc
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{path} is not a readable image; give a PNG or JPEG of the face") from exc
-    return data
+    return load_speech(path, SAMPLE_RATE)
 
 
 @dataclass(frozen=True)
@@ -110,7 +85,7 @@ class RenderInputs:
 
 def load_inputs(audio_path: Path, image_path: Path, output: Path) -> RenderInputs:
     """Read the speech and the face and make sure the output can be written; raises ValueError."""
-    image = read_image(image_path)
+    image = read_reference(image_path, (WIDTH, HEIGHT)).data
     check_output(output)
     return RenderInputs(audio_path, image, output, read_speech(audio_path))
 

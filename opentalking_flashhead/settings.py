@@ -115,6 +115,8 @@ class Settings:
             return env.get(env_name(name), "").strip() or default
 
         host_config = host_config or {}
+        # Hosts pass OpenTalking's flashhead_ws_url; a check or a doctor without one reads the same variable.
+        ws_url = ws_url if ws_url is not None else env.get(env_name("ws_url"))
         base_url = raw("base_url", _http_url_or_none(ws_url) or DEFAULT_BASE_URL)
         shared_local = _abs_dir("shared_local_dir", raw("shared_local_dir", DEFAULT_SHARED_DIR))
         output_local = raw("output_local_dir")

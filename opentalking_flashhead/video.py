@@ -137,14 +137,3 @@ class Mp4Writer:
     def abort(self) -> None:
         self.container.close()
         self.partial.unlink(missing_ok=True)
-
-
-def still_of(image: bytes, size: tuple[int, int]) -> np.ndarray:
-    """The reference image as the model frames it (cover-cropped to ``size``), as BGR: the still of last resort."""
-    import io
-
-    from PIL import Image, ImageOps
-
-    with Image.open(io.BytesIO(image)) as source:
-        rgb = ImageOps.fit(source.convert("RGB"), size, Image.Resampling.BICUBIC)
-    return np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])

@@ -28,8 +28,8 @@ from opentalking_flashhead.errors import (
     RequestRejected,
     ServiceUnavailable,
 )
+from opentalking_flashhead.reference import still_of
 from opentalking_flashhead.standin.serve import running_app
-from opentalking_flashhead.video import still_of
 
 import servers
 

@@ -151,7 +151,7 @@ def test_bad_input_is_one_clear_line(
     expected = {
         "missing audio": f"audio file not found: {audio}",
         "not audio": f"cannot read audio from {notes}: Invalid data found when processing input; give a WAV,",
-        "not an image": f"{notes} is not a readable image; give a PNG or JPEG of the face",
+        "not an image": f"{notes} is not a readable image (not an image format Pillow reads); give a PNG or JPEG",
         "missing dir": f"cannot write {out}: {out.parent} is not a writable directory",
         "system dir": "cannot write /sys/out.mp4: /sys is not a writable directory",
         "directory": f"output {tmp_path} is a directory",

@@ -36,6 +36,13 @@ def test_ws_url_is_used_only_when_it_is_http() -> None:
     assert Settings.load("http://gpu:8766", environ={}).base_url == "http://gpu:8766"
 
 
+def test_without_a_ws_url_argument_its_variable_is_read() -> None:
+    """The availability check and doctor get no ws_url from the host; they must find the same service."""
+    env = {"OPENTALKING_FLASHHEAD_WS_URL": "http://gpu:8766"}
+    assert Settings.load(environ=env).base_url == "http://gpu:8766"
+    assert Settings.load("http://other:1", environ=env).base_url == "http://other:1"
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "words"),
     [
