@@ -40,6 +40,8 @@ FAULTS = (
     "outside",
     "dotdot",
     "symlink",
+    "own_reference",
+    "wrong_size",
     "foreign_url",
     "oversized",
     "redirect",
@@ -111,6 +113,10 @@ class FaultService:
             return self._artifact(url=f"http://127.0.0.2:9/{clip.name}")
         elif fault in ("oversized", "redirect"):
             return self._artifact(url=f"{self.base_url}/files/{fault}")
+        elif fault == "own_reference":  # the client's own input, which it must neither read as a clip nor delete
+            return self._artifact(inputs["image"])
+        elif fault == "wrong_size":
+            _write_small_clip(clip)
         return self._artifact(str(clip))
 
     @staticmethod
@@ -201,3 +207,16 @@ class FaultService:
             return Response(b"\0" * (3 * 1024 * 1024), media_type="video/mp4")
 
         return app
+
+
+def _write_small_clip(path: Path, frames: int = 28) -> None:
+    """A valid H.264 clip of 320×240: what a service that is not FlashHead might answer."""
+    import av
+
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), index * 8, dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))

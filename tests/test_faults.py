@@ -228,6 +228,8 @@ async def test_shared_dir_does_not_grow_during_a_session(client_for, faulty, sha
         ("outside", ClipUnreadable, "outside the output_dir"),
         ("dotdot", ClipUnreadable, "outside the output_dir"),
         ("symlink", ClipUnreadable, "outside"),
+        ("own_reference", ClipUnreadable, "outside the output_dir"),
+        ("wrong_size", DecodeError, "320×240, not 512×512"),
         ("foreign_url", ClipUnreadable, "origin"),
         ("oversized", ClipUnreadable, "exceeds 1 MB"),
         ("redirect", ClipUnreadable, "HTTP 302"),
@@ -243,6 +245,7 @@ async def test_misconfiguration_and_untrusted_clips_raise_at_once(
     with pytest.raises(error, match=words):
         await client.generate(speech())
     assert faulty.requests == before + 1  # never retried
+    assert len(list(shared_dir.glob("session-*/reference.*"))) == 1  # nothing of ours was taken for a clip
     await client.close()
     assert_clean(shared_dir, faulty)
 
