@@ -8,7 +8,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +87,10 @@ def _decoded_ahead(
     finally:
         stop.set()
         while helper.is_alive():  # make room for whatever the helper is about to hand over
-            with suppress(queue.Empty):
-                handoff.get(timeout=0.05)
-        helper.join()
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                helper.join(timeout=0.005)
 
 
 class Mp4Writer:
