@@ -229,14 +229,18 @@ class ServiceClient:
             await asyncio.gather(listener, return_exceptions=True)
 
     async def _listen(self, job_id: str, wake: asyncio.Event) -> None:
-        """Follow the job's SSE stream; set ``wake`` at a terminal event or when the stream ends."""
+        """Follow the job's SSE stream; set ``wake`` at a terminal event or when the stream ends.
+
+        After the terminal event the stream is read to its end (the service closes it then), so
+        its connection goes back to the pool instead of a new one being opened for every chunk.
+        """
         try:
             async with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as response:
                 if response.status_code != 200:
                     return
                 async for line in response.aiter_lines():
                     if line.startswith("event:") and line[6:].strip() in TERMINAL_EVENTS:
-                        return
+                        wake.set()
         except httpx.HTTPError as exc:
             log.debug("event stream of job %s ended: %s", job_id, exc)
         finally:

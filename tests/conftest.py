@@ -35,6 +35,14 @@ def flashhead_service_with_key(request: pytest.FixtureRequest, tmp_path_factory:
     yield from _started(factory(tmp_path_factory.mktemp(f"{request.param}-key"), api_key="test-key-123"))
 
 
+@pytest.fixture(scope="session")
+def failing_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The stand-in with every generation failing transiently (``--fail-rate 1.0``); its base URL."""
+    service = servers.standin(tmp_path_factory.mktemp("failing"), extra_args=("--fail-rate", "1.0"))
+    for started in _started(service):
+        yield started.base_url
+
+
 @pytest.fixture
 def shared_dir(tmp_path: Path) -> Path:
     """A fresh shared-storage directory (as both sides see it)."""

@@ -98,13 +98,6 @@ def test_output_local_dir_without_its_remote_is_caught(
     )
 
 
-@pytest.fixture(scope="module")
-def failing_standin(tmp_path_factory: pytest.TempPathFactory):
-    service = servers.standin(tmp_path_factory.mktemp("failing"), extra_args=("--fail-rate", "1.0")).start()
-    yield service.base_url
-    service.stop()
-
-
 def test_a_service_whose_generations_all_fail_fails_the_probe_quickly(
     failing_standin: str, shared_dir: Path, monkeypatch, capsys
 ) -> None:

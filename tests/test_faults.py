@@ -13,6 +13,7 @@ import re
 import statistics
 import time
 import traceback
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -287,18 +288,31 @@ async def test_service_killed_and_restarted_mid_session(tmp_path, shared_dir, av
     assert_clean(shared_dir)
 
 
-@pytest.mark.parametrize("kind", ["omnirt", "standin"])
-async def test_service_killed_with_a_job_in_flight(kind, tmp_path, shared_dir, avatar_png, caplog) -> None:
-    """Row "killed mid-session": SIGKILL mid-job gives that chunk still frames; after a restart the session goes on."""
+@asynccontextmanager
+async def killed_mid_job(kind: str, tmp_path: Path, shared_dir: Path, avatar_png: Path, deadline: float):
+    """A slow service (a second per job) and a session with one good chunk; the next chunk's job is
+    running when the service gets SIGKILL. Yields the service, the client, the good frames and the
+    pending chunk; closes and stops both afterwards and checks nothing is left."""
     service = servers.slow(kind, tmp_path, seconds=1.0).start()
-    client = FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared_dir), chunk_deadline_sec=4.0)
-    caplog.set_level(logging.WARNING, logger="opentalking_flashhead.client")
+    client = FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared_dir), chunk_deadline_sec=deadline)
     try:
         await client.init_session(ref_image=avatar_png)
         good = await client.generate(speech())
         pending = asyncio.ensure_future(client.generate(speech(seed=1)))
-        await asyncio.sleep(0.4)  # the job is running: each takes a second
+        await asyncio.sleep(0.4)  # the job is running
         service.kill()
+        yield service, client, good, pending
+    finally:
+        await client.close()
+        service.stop()
+    assert_clean(shared_dir)
+
+
+@pytest.mark.parametrize("kind", ["omnirt", "standin"])
+async def test_service_killed_with_a_job_in_flight(kind, tmp_path, shared_dir, avatar_png, caplog) -> None:
+    """Row "killed mid-session": SIGKILL mid-job gives that chunk still frames; after a restart the session goes on."""
+    caplog.set_level(logging.WARNING, logger="opentalking_flashhead.client")
+    async with killed_mid_job(kind, tmp_path, shared_dir, avatar_png, deadline=4.0) as (service, client, good, pending):
         down = await pending
         assert len(down) == 28 and all(f.data is good[-1].data for f in down)
         assert re.search(r"deadline \(FlashHead service not connected: .*showing a still frame", caplog.text)
@@ -307,33 +321,18 @@ async def test_service_killed_with_a_job_in_flight(kind, tmp_path, shared_dir, a
         assert len(again) == 28 and again[0].data is not good[-1].data
         assert [f.timestamp_ms for f in again] == [(56 + i) * 40.0 for i in range(28)]
         assert client.stats.still_chunks == 1
-    finally:
-        await client.close()
-        service.stop()
-    assert_clean(shared_dir)
 
 
 @pytest.mark.parametrize("kind", ["omnirt", "standin"])
 async def test_service_restarted_with_a_job_in_flight(kind, tmp_path, shared_dir, avatar_png, caplog) -> None:
     """Row "restarted mid-session": the new service answers 404 for the old job; the chunk is sent again."""
-    service = servers.slow(kind, tmp_path, seconds=1.0).start()
-    client = FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared_dir), chunk_deadline_sec=15.0)
     caplog.set_level(logging.WARNING, logger="opentalking_flashhead.client")
-    try:
-        await client.init_session(ref_image=avatar_png)
-        await client.generate(speech())
-        pending = asyncio.ensure_future(client.generate(speech(seed=1)))
-        await asyncio.sleep(0.4)
-        service.kill()
+    async with killed_mid_job(kind, tmp_path, shared_dir, avatar_png, deadline=15.0) as (service, client, _, pending):
         await asyncio.to_thread(service.start)  # meanwhile the client finds nobody on the port
         assert len(await pending) == 28
         assert "the service no longer knows this job (restarted?)" in caplog.text
         assert client.stats.still_chunks == 0 and client.stats.retries >= 1
         assert len(await client.generate(speech(seed=2))) == 28  # the same session
-    finally:
-        await client.close()
-        service.stop()
-    assert_clean(shared_dir)
 
 
 async def test_service_down_before_the_session(shared_dir, avatar_png, free_port) -> None:

@@ -170,13 +170,6 @@ def test_bad_input_is_one_clear_line(
     assert not list(tmp_path.glob(".*partial"))
 
 
-@pytest.fixture(scope="module")
-def failing_standin(tmp_path_factory: pytest.TempPathFactory):
-    service = servers.standin(tmp_path_factory.mktemp("failing"), extra_args=("--fail-rate", "1.0")).start()
-    yield service.base_url
-    service.stop()
-
-
 def test_a_chunk_that_keeps_failing_fails_the_run(
     failing_standin: str, avatar_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
