@@ -78,6 +78,11 @@ def test_parallel_jobs_give_the_same_video(standin_url: str, avatar_png: Path, t
     assert np.allclose(outputs[0], outputs[1], atol=2.0)  # same frames in the same order
 
 
+def render_args(audio: Path, image: Path, out: Path, *extra: str) -> list[str]:
+    """``render AUDIO --image IMAGE -o OUT`` and any further options, as the CLI takes them."""
+    return ["render", str(audio), "--image", str(image), "-o", str(out), *extra]
+
+
 def cli(*args: str, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
     """The command as a user runs it, in its own process (signals, exit status, temp dirs)."""
     command = [sys.executable, "-m", "opentalking_flashhead.cli", *args]
@@ -93,17 +98,7 @@ def test_cli_starts_a_labelled_standin_in_a_scratch_dir_when_no_service_is_confi
     source = tmp_path / "speech.wav"
     sf.write(source, voice(1.2, 16000), 16000, subtype="PCM_16")
     out = tmp_path / "out.mp4"
-    run = cli(
-        "render",
-        str(source),
-        "--image",
-        str(avatar_png),
-        "-o",
-        str(out),
-        "--jobs",
-        "2",
-        env={**env, "TMPDIR": str(scratch_root)},
-    )
+    run = cli(*render_args(source, avatar_png, out, "--jobs", "2"), env={**env, "TMPDIR": str(scratch_root)})
     sessions = set()
     while run.poll() is None:  # the session lives in a scratch dir of this run, not in the shared default
         sessions.update(scratch_root.glob("flashhead-standin-*/session-*"))
@@ -156,7 +151,7 @@ def test_bad_input_is_one_clear_line(
         "system dir": "cannot write /sys/out.mp4: /sys is not a writable directory",
         "directory": f"output {tmp_path} is a directory",
     }[case]
-    args = ["render", str(audio), "--image", str(image), "-o", str(out), "-q"]
+    args = render_args(audio, image, out, "-q")
     if service == "--base-url":
         args += ["--base-url", standin_url]
     else:
@@ -179,7 +174,7 @@ def test_a_chunk_that_keeps_failing_fails_the_run(
     monkeypatch.setenv("OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR", str(shared))
     monkeypatch.setenv("OPENTALKING_FLASHHEAD_CHUNK_DEADLINE_SEC", "1")
     started = time.monotonic()
-    args = ["render", str(source), "--image", str(avatar_png), "-o", str(tmp_path / "out.mp4"), "-q"]
+    args = render_args(source, avatar_png, tmp_path / "out.mp4", "-q")
     code = main([*args, "--base-url", failing_standin])
     assert time.monotonic() - started < 15
     assert code == 1
@@ -197,18 +192,7 @@ def test_sigterm_cleans_up_like_ctrl_c(avatar_png: Path, tmp_path: Path) -> None
     sf.write(source, voice(4.0, 16000), 16000, subtype="PCM_16")
     env = {**os.environ, "OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR": str(shared)}
     try:
-        run = cli(
-            "render",
-            str(source),
-            "--image",
-            str(avatar_png),
-            "-o",
-            str(out_dir / "out.mp4"),
-            "-q",
-            "--base-url",
-            slow.base_url,
-            env=env,
-        )
+        run = cli(*render_args(source, avatar_png, out_dir / "out.mp4", "-q", "--base-url", slow.base_url), env=env)
         deadline = time.monotonic() + 60
         while not (out_dir / ".out.mp4.partial").exists() and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -226,7 +210,7 @@ def test_sigterm_cleans_up_like_ctrl_c(avatar_png: Path, tmp_path: Path) -> None
 def test_failed_run_leaves_no_partial_output(avatar_png: Path, tmp_path: Path, free_port: int) -> None:
     source = tmp_path / "speech.wav"
     sf.write(source, voice(1.0, 16000), 16000, subtype="PCM_16")
-    args = ["render", str(source), "--image", str(avatar_png), "-o", str(tmp_path / "out.mp4")]
+    args = render_args(source, avatar_png, tmp_path / "out.mp4")
     code = main([*args, "--base-url", f"http://127.0.0.1:{free_port}", "-q"])
     assert code == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav"]
