@@ -156,6 +156,9 @@ class FlashHeadClient:
                 raise FlashHeadError("the session was closed while this chunk was generating") from None
             task.cancel()
             raise
+        except FlashHeadError:
+            session.clock.release(first)  # its audio got no frames: keep the count to the audio that did
+            raise
         finally:
             self._inflight.discard(task)
             self._aborted.discard(task)

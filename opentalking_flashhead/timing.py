@@ -24,13 +24,24 @@ class FrameClock:
         self.sample_rate = sample_rate
         self.samples = 0
         self.frames = 0
+        self._latest: tuple[int, int, int] | None = None  # samples after it, its first frame, its samples
 
     def reserve(self, chunk_samples: int) -> tuple[int, int]:
         """Account for the next chunk: ``(frames it must yield, index of its first frame)``."""
         first = self.frames
         self.samples += chunk_samples
         self.frames = round(self.samples * self.fps / self.sample_rate)
+        self._latest = (self.samples, first, chunk_samples)
         return self.frames - first, first
+
+    def release(self, first: int) -> bool:
+        """Undo the reservation whose first frame is ``first``, for a chunk that returned no frames,
+        if it is still the latest one; a chunk reserved after it (``render --jobs``) keeps its share."""
+        if self._latest is None or self._latest[:2] != (self.samples, first):
+            return False
+        self.samples -= self._latest[2]
+        self.frames, self._latest = first, None
+        return True
 
 
 def fit(frames: list[T], count: int) -> list[T]:

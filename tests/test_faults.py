@@ -247,6 +247,8 @@ async def test_misconfiguration_and_untrusted_clips_raise_at_once(
         await client.generate(speech())
     assert faulty.requests == before + 1  # never retried
     assert len(list(shared_dir.glob("session-*/reference.*"))) == 1  # nothing of ours was taken for a clip
+    after = await client.generate(speech())  # the failed chunk's audio got no frames, so it holds no share
+    assert [f.timestamp_ms for f in after] == [i * 40.0 for i in range(28)]
     await client.close()
     assert_clean(shared_dir, faulty)
 

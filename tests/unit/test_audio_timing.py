@@ -70,3 +70,14 @@ def test_fit_trims_and_pads() -> None:
     assert fit([1, 2, 3], 2) == [1, 2]
     assert fit([1, 2], 4) == [1, 2, 2, 2]
     assert fit([1], 1) == [1]
+
+
+def test_a_chunk_that_returned_no_frames_is_taken_back() -> None:
+    clock = FrameClock(25, 16000)
+    clock.reserve(16000)
+    due, first = clock.reserve(10000)
+    assert clock.release(first) and (clock.samples, clock.frames) == (16000, 25)
+    assert clock.reserve(10000) == (due, first)  # the next chunk gets the share the failed one had
+    _, later_first = clock.reserve(5000)
+    assert not clock.release(first)  # a later chunk reserved since: the shares stay as they are
+    assert clock.release(later_first) and clock.frames == later_first
