@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import io
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import httpx
 
+from opentalking_flashhead import storage
 from opentalking_flashhead.errors import (
     ClipUnreadable,
     ConfigError,
@@ -49,15 +49,6 @@ class Check:
         return [head] if self.ok or not self.fix else [head, f"    fix: {self.fix}"]
 
 
-def _write_error(path: Path) -> str | None:
-    """Why a file cannot be created in ``path``, or None: tried for real, as ``os.access`` says yes to root."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):
-            return None
-    except OSError as exc:
-        return exc.strerror or str(exc)
-
-
 def check_storage(settings: Settings) -> list[Check]:
     """Shared dirs exist and are writable; the OUTPUT_* settings add up to a way back for clips."""
     checks = []
@@ -65,7 +56,7 @@ def check_storage(settings: Settings) -> list[Check]:
     dirs += [("output_local_dir", settings.output_local_dir)] if settings.output_local_dir else []
     dirs += [("save_dir", settings.save_dir)] if settings.save_dir else []
     for name, path in dirs:
-        error = _write_error(path)
+        error = storage.write_error(path)
         checks.append(
             Check(
                 f"{env_name(name)} writable",

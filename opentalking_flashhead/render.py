@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from opentalking_flashhead import storage
 from opentalking_flashhead.audio import load_speech
 from opentalking_flashhead.client import FlashHeadClient
 from opentalking_flashhead.reference import read_reference
@@ -51,19 +51,14 @@ class RenderSummary:
 
 
 def check_output(path: Path) -> None:
-    """Refuse an output we could not write, before any work is done.
-
-    A file is really created beside it: ``os.access`` says yes to root everywhere, even in /sys.
-    """
+    """Refuse an output we could not write, before any work is done."""
     if path.is_dir():
         raise ValueError(f"output {path} is a directory; give a file name like out.mp4")
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: {path.parent} is not a writable directory")
-    try:
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
-            pass
-    except OSError as exc:
-        raise ValueError(f"cannot write {path}: {path.parent} is not a writable directory ({exc.strerror})") from exc
+    error = storage.write_error(path.parent)
+    if error is not None:
+        raise ValueError(f"cannot write {path}: {path.parent} is not a writable directory ({error})")
 
 
 def read_speech(path: Path) -> np.ndarray:

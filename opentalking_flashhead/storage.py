@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +27,16 @@ LINGER_MIN_SEC = 60.0
 
 _swept: set[Path] = set()
 _lingering: set[asyncio.Task[None]] = set()
+
+
+def write_error(directory: Path) -> str | None:
+    """Why a file cannot be created in ``directory``, or None: tried for real, since ``os.access``
+    says yes to root everywhere, even in /sys."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".flashhead-", suffix=".probe"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def sweep_stale_sessions(root: Path, *, max_age_sec: float = STALE_AFTER_SEC) -> list[Path]:
