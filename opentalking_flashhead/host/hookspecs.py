@@ -18,9 +18,10 @@ Hosts
     (``opentalking_flashhead.host.manager.load_plugins`` is one such loader).
 
 When the hook runs
-    Once per process, lazily: the first time the host needs a provider (it builds a synthesis
-    client or answers the model list), never at import time. ``register_models`` is called for one
-    plugin at a time, in the order of the entry-point names (then distribution names).
+    Once per process, lazily, before the first provider is needed: a native host when it first
+    builds a synthesis client or answers the model list; this package's adapter for 0.1.x when
+    the host imports the first module it adjusts. ``register_models`` is called for one plugin at
+    a time, in the order of the entry-point names (then distribution names).
 
 Who wins a shared model id
     The first plugin in that order to register an id keeps it; a later plugin's provider with the

@@ -186,6 +186,13 @@ MOVED = [
     (Host(version="0.2.0"), "version (this adapter knows >=0.1,<0.2)"),
 ]
 
+
+def plugins_command(root: Path, env: dict[str, str], *flags: str) -> str:
+    """``opentalking-flashhead plugins`` beside the fake host."""
+    command = [sys.executable, "-m", "opentalking_flashhead.cli", "plugins", *flags]
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=True).stdout
+
+
 #: What ``plugins`` can see without running the host (a status function's answer it cannot).
 STATIC = [case for case in MOVED if "returned" not in case[1]]
 
@@ -205,15 +212,7 @@ def test_an_unknown_host_is_left_stock_with_one_line(
 
 @pytest.mark.parametrize(("host", "seam"), STATIC, ids=[seam for _, seam in STATIC])
 def test_plugins_shows_the_same_verdict(tmp_path: Path, host_env: dict[str, str], host: Host, seam: str) -> None:
-    root = write_host(tmp_path / "host", host)
-    out = subprocess.run(
-        [sys.executable, "-m", "opentalking_flashhead.cli", "plugins", "--json"],
-        cwd=root,
-        env=host_env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = plugins_command(write_host(tmp_path / "host", host), host_env, "--json")
     assert json.loads(out)["host"] == {
         "opentalking": host.version,
         "supported": False,
@@ -222,15 +221,7 @@ def test_plugins_shows_the_same_verdict(tmp_path: Path, host_env: dict[str, str]
 
 
 def test_plugins_accepts_the_010_shape(tmp_path: Path, host_env: dict[str, str]) -> None:
-    root = write_host(tmp_path / "host", Host())
-    out = subprocess.run(
-        [sys.executable, "-m", "opentalking_flashhead.cli", "plugins"],
-        cwd=root,
-        env=host_env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = plugins_command(write_host(tmp_path / "host", Host()), host_env)
     assert "host: OpenTalking 0.1.0 supported (adapter for >=0.1,<0.2, contract 1.0)" in out.splitlines()
 
 
