@@ -46,8 +46,11 @@ def host_report(models: list[str]) -> dict[str, Any]:
 
 def _seam_problem() -> str | None:
     """Import the seam modules here (a diagnostic process, not the host) and check their shape."""
-    client = importlib.import_module(seams.CLIENT_MODULE)
-    availability = importlib.import_module(seams.AVAILABILITY_MODULE)
+    try:
+        client = importlib.import_module(seams.CLIENT_MODULE)
+        availability = importlib.import_module(seams.AVAILABILITY_MODULE)
+    except Exception as exc:  # the host's own modules do not import here: say so, do not crash
+        return f"its modules do not import ({type(exc).__name__}: {exc})"
     return seams.client_problem(client) or seams.status_problem(availability)
 
 

@@ -138,4 +138,4 @@ def route_problem(route: ModuleType, availability: ModuleType) -> str | None:
 
 def refusal(found: str | None, problem: str, models: list[str]) -> str:
     """The one line an operator sees when the adapter leaves the host stock."""
-    return f"OpenTalking {found or '?'} not supported: {problem}; {', '.join(models)} left stock"
+    return f"OpenTalking {found or '?'} not supported: {problem}; {', '.join(models) or 'every model'} left stock"

@@ -233,3 +233,29 @@ def test_adapter_errors_give_the_hosts_own_answer(tmp_path: Path, host_env: dict
     assert seen["answers"] == [STOCK, STOCK]
     assert seen["client"] == "FlashHeadWSClient"  # the host's own client, too
     assert "model statuses left as the host has them" in stderr
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    id: str
+    backend: str
+    connected: bool
+    reason: str
+
+
+async def test_a_failing_or_odd_availability_check_keeps_the_hosts_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentalking_flashhead.host import opentalking
+    from opentalking_flashhead.host.hookspecs import ModelProvider
+    from opentalking_flashhead.host.manager import PluginSet, new_manager
+
+    async def broken(host_config: object) -> object:
+        raise RuntimeError("plugin bug")
+
+    async def odd(host_config: object) -> object:
+        return {"connected": True}
+
+    stock = ModelStatus("flashhead", "direct_ws", False, "not_configured")
+    for check in (broken, odd):
+        provider = ModelProvider("flashhead", "test", dict, check)  # type: ignore[arg-type]
+        monkeypatch.setattr(opentalking, "plugins", lambda p=provider: PluginSet(new_manager(), [], {"flashhead": p}))
+        assert await opentalking._provider_status(stock, {}) is stock
