@@ -15,6 +15,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -235,14 +236,6 @@ def test_adapter_errors_give_the_hosts_own_answer(tmp_path: Path, host_env: dict
     assert "model statuses left as the host has them" in stderr
 
 
-@dataclass(frozen=True)
-class ModelStatus:
-    id: str
-    backend: str
-    connected: bool
-    reason: str
-
-
 async def test_a_failing_or_odd_availability_check_keeps_the_hosts_status(monkeypatch: pytest.MonkeyPatch) -> None:
     from opentalking_flashhead.host import opentalking
     from opentalking_flashhead.host.hookspecs import ModelProvider
@@ -254,7 +247,7 @@ async def test_a_failing_or_odd_availability_check_keeps_the_hosts_status(monkey
     async def odd(host_config: object) -> object:
         return {"connected": True}
 
-    stock = ModelStatus("flashhead", "direct_ws", False, "not_configured")
+    stock = SimpleNamespace(id="flashhead", backend="direct_ws", connected=False, reason="not_configured")
     for check in (broken, odd):
         provider = ModelProvider("flashhead", "test", dict, check)  # type: ignore[arg-type]
         monkeypatch.setattr(opentalking, "plugins", lambda p=provider: PluginSet(new_manager(), [], {"flashhead": p}))
