@@ -3,6 +3,8 @@
 It only adds a finder to ``sys.meta_path`` that stays silent until OpenTalking imports one of
 the modules whose names are listed below; then it lets the plugin loader
 (``opentalking_flashhead.host.opentalking``) adjust that module right after it has executed.
+The top-level package is listed so that a release or a package layout the adapter does not know
+is reported as soon as the host starts, even when no seam module is ever imported.
 It imports nothing at start-up and never raises.
 """
 
@@ -10,6 +12,7 @@ import sys
 
 TARGETS = frozenset(
     {
+        "opentalking",
         "opentalking.providers.synthesis.flashhead",
         "opentalking.providers.synthesis.availability",
         "apps.api.routes.models",

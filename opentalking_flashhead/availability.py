@@ -2,18 +2,21 @@
 
 Asks ``/healthz`` then ``/v1/models`` with a short timeout, and caches the answer briefly: the
 WebUI polls the model list and every session start consults it. It asks the service the client
-would use: without ``OPENTALKING_FLASHHEAD_BASE_URL`` both take an http(s)
-``OPENTALKING_FLASHHEAD_WS_URL``, which is what the host passes the client as ``ws_url`` (the host
-adapter exports it when it comes from OpenTalking's ``.env`` or YAML).
+would use: both read the host's configuration (``host_config``) under the environment, and
+without a base URL both take the host's http(s) ``ws_url``, which is what the host passes the
+client.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from opentalking_flashhead.errors import ConfigError
 from opentalking_flashhead.host.hookspecs import ProviderStatus
+from opentalking_flashhead.plugin import settings_overrides
 from opentalking_flashhead.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,11 +28,13 @@ READY = "flashhead_ready"
 _cache: dict[tuple[str, str, str | None], tuple[float, ProviderStatus]] = {}
 
 
-async def check_service() -> ProviderStatus:
+async def check_service(host_config: Mapping[str, Any]) -> ProviderStatus:
     """Connected with reason ``flashhead_ready``, or not, with ``not_configured``, ``unreachable``,
     ``unauthorized`` or ``model_missing`` (the details go to the log)."""
     try:
-        settings = Settings.load()
+        settings = Settings.load(
+            host_config.get("ws_url"), host_config.get("model"), overrides=settings_overrides(host_config)
+        )
     except ConfigError as exc:
         log.warning("FlashHead is not configured: %s", exc)
         return ProviderStatus(False, "not_configured")

@@ -204,3 +204,32 @@ async def receive_video(base_url: str, session_id: str, *, until_frames: int, ti
             task.cancel()
         await asyncio.gather(*pulls, return_exceptions=True)
     return sizes
+
+
+def read_environ(path: Path) -> dict[str, str]:
+    """An environment as Linux shows it in ``/proc/<pid>/environ`` (what the process started with)."""
+    raw = path.read_bytes()
+    return dict(entry.decode(errors="replace").partition("=")[::2] for entry in raw.split(b"\0") if entry)
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid``."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in map(int, children.read_text().split()):
+            found += [child, *descendants(child)]
+    return found
+
+
+def recording_ffmpeg(root: Path) -> tuple[Path, Path]:
+    """An ``OPENTALKING_FFMPEG_BIN`` that saves the environment it was started with, then runs ffmpeg.
+
+    The host's ffmpeg calls are its short-lived children: what they inherit is what the host's
+    ``os.environ`` held at that moment. Returns the script and the folder of saved environments.
+    """
+    saved = root / "child-environments"
+    saved.mkdir(parents=True)
+    script = root / "ffmpeg"
+    script.write_text(f'#!/bin/sh\ncat /proc/$$/environ > "{saved}/$$"\nexec ffmpeg "$@"\n')
+    script.chmod(0o755)
+    return script, saved

@@ -212,21 +212,27 @@ def test_flashhead_configured_only_in_the_hosts_dotenv(stack, tmp_path: Path) ->
 
 
 _SETTINGS_SEEN = """
-import json, os
-import opentalking.providers.synthesis.availability  # the plugin adjusts the host here
-from opentalking_flashhead.settings import Settings
+import asyncio, json, os
+import opentalking.providers.synthesis.availability as availability  # the plugin adjusts the host here
+import opentalking.providers.synthesis.flashhead as flashhead
+from opentalking.core.config import get_settings
+from opentalking_flashhead.host.hostconfig import current_host_config
 
-s = Settings.load()
+host = get_settings()
+client = flashhead.FlashHeadWSClient(ws_url=host.flashhead_ws_url, model=host.flashhead_model, config={})
+s = client.settings
 print(json.dumps({
     "environ": {k: v for k, v in os.environ.items() if k.startswith("OPENTALKING_FLASHHEAD_")},
     "settings": [s.base_url, s.model, s.api_key, s.timeout_sec, s.chunk_samples],
+    "host_config": current_host_config(),
 }))
 """
 
 
-def test_host_dotenv_and_yaml_become_plugin_defaults(tmp_path: Path) -> None:
-    """.env and the YAML config reach our Settings; a real environment variable still wins; the
-    settings the model fixes (fps, size, frame count) are never exported."""
+def test_host_dotenv_and_yaml_reach_the_client_without_the_environment(tmp_path: Path) -> None:
+    """.env and the YAML config reach our client as the host's configuration; a real environment
+    variable still wins; nothing is exported; the settings the model fixes (fps, size, frame count)
+    are left out."""
     venv = hostkit.host_venv()
     assert venv is not None
     (tmp_path / ".env").write_text(
@@ -249,15 +255,49 @@ def test_host_dotenv_and_yaml_become_plugin_defaults(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["environ"] == {
-        "OPENTALKING_FLASHHEAD_BASE_URL": "http://dotenv.invalid:8766",
-        "OPENTALKING_FLASHHEAD_API_KEY": "key-from-dotenv",
-        "OPENTALKING_FLASHHEAD_TIMEOUT_SEC": "42",
-        "OPENTALKING_FLASHHEAD_MODEL": "model-from-yaml",
-        "OPENTALKING_FLASHHEAD_WS_URL": "http://yaml.invalid:9",
-        "OPENTALKING_FLASHHEAD_CHUNK_SAMPLES": "16000",
+    assert seen["environ"] == {"OPENTALKING_FLASHHEAD_TIMEOUT_SEC": "42"}  # only what was really set
+    assert seen["host_config"] == {
+        "base_url": "http://dotenv.invalid:8766",
+        "api_key": "key-from-dotenv",
+        "timeout_sec": "42.0",
+        "model": "model-from-yaml",
+        "ws_url": "http://yaml.invalid:9",
+        "chunk_samples": "16000",
     }
     assert seen["settings"] == ["http://dotenv.invalid:8766", "model-from-yaml", "key-from-dotenv", 42.0, 16000]
+
+
+def test_the_dotenv_api_key_stays_out_of_the_host_and_its_children(tmp_path: Path) -> None:
+    """The key in OpenTalking's .env reaches the service (the model reads ready, a job renders) but no
+    process environment: not the host's, nor those of the ffmpeg calls it makes afterwards."""
+    venv = hostkit.host_venv()
+    assert venv is not None
+    key = "key-from-dotenv-6b1f0c"
+    omnirt = servers.omnirt(tmp_path, api_key=key).start()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    workdir = hostkit.make_workdir(tmp_path / "work")
+    (workdir / ".env").write_text(
+        f"OPENTALKING_FLASHHEAD_BASE_URL={omnirt.base_url}\n"
+        f"OPENTALKING_FLASHHEAD_API_KEY={key}\n"
+        f"OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR={shared}\n"
+    )
+    ffmpeg, children = hostkit.recording_ffmpeg(tmp_path / "spy")
+    host = hostkit.opentalking(venv, workdir, {"OPENTALKING_FFMPEG_BIN": str(ffmpeg)})
+    host.env = hostkit.without_flashhead_env(host.env)
+    host.start(timeout=120)
+    try:
+        assert flashhead_status(host)["reason"] == "flashhead_ready"  # the key reached the check
+        assert len(render_job(host, chunks=1)) == 28  # ...and the client; the job muxes with ffmpeg
+        assert host.process is not None
+        pids = [host.process.pid, *hostkit.descendants(host.process.pid)]
+        live = [hostkit.read_environ(Path(f"/proc/{pid}/environ")) for pid in pids]
+        spawned = [hostkit.read_environ(path) for path in children.iterdir()]
+        assert spawned, "the host ran no ffmpeg"
+        assert not [env for env in live + spawned if any(key in value for value in env.values())]
+    finally:
+        host.stop()
+        omnirt.stop()
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="the split deployment needs redis-server")
@@ -307,15 +347,16 @@ import json
 import opentalking.providers.synthesis.availability as availability
 import opentalking.providers.synthesis.flashhead as flashhead
 import apps.api.routes.models as route
+from opentalking.providers.synthesis.flashhead.ws_client import FlashHeadWSClient as stock_client
 from opentalking_flashhead.host.opentalking import apply
-from opentalking_flashhead.plugin import create_client
 
 before = (availability.resolve_model_statuses, flashhead.FlashHeadWSClient)
 apply()
 apply()
 print(json.dumps({
     "stable": (availability.resolve_model_statuses, flashhead.FlashHeadWSClient) == before,
-    "client_is_ours": flashhead.FlashHeadWSClient is create_client,
+    "client_is_ours": getattr(flashhead.FlashHeadWSClient, "__opentalking_plugins__", False)
+    and flashhead.FlashHeadWSClient.__wrapped__ is stock_client,
     "route_shares": route.resolve_model_statuses is availability.resolve_model_statuses,
     "wrapped": getattr(availability.resolve_model_statuses, "__opentalking_plugins__", False),
     "http_client_untouched": flashhead.FlashHeadHTTPClient.__module__.startswith("opentalking."),

@@ -71,6 +71,11 @@ def _record(ep: EntryPoint, status: str, error: str | None = None) -> PluginReco
     )
 
 
+def _order(ep: EntryPoint) -> tuple[str, str]:
+    """The contract's order: entry-point name, then distribution name (the first to offer an id keeps it)."""
+    return ep.name, ep.dist.metadata["Name"] if ep.dist else ""
+
+
 def new_manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(hookspecs)
@@ -84,19 +89,23 @@ def load_plugins(environ: Mapping[str, str] | None = None) -> PluginSet:
     strict = env.get(STRICT_VAR, "").strip().lower() in {"1", "true", "yes", "on"}
     manager = new_manager()
     plugins = PluginSet(manager, [], {})
-    for ep in sorted(entry_points(group=PROJECT), key=lambda e: e.name):
+    for ep in sorted(entry_points(group=PROJECT), key=_order):
         record = _record(ep, "loaded")
         names = {record.name, record.distribution}
         if (allow is not None and not names & allow) or names & deny:
             record.status = "disabled"
         else:
+            # Two distributions may use the same entry-point name: each registers under its own key,
+            # and a failure unregisters only what this entry point registered.
+            key, registered = f"{record.distribution}:{ep.name}", False
             try:
-                manager.register(ep.load(), name=ep.name)
+                manager.register(ep.load(), name=key)
+                registered = True
                 manager.check_pending()
-                record.providers = _collect(manager, ep.name, plugins.providers)
+                record.providers = _collect(manager, key, plugins.providers)
             except Exception as exc:
-                if manager.has_plugin(ep.name):
-                    manager.unregister(name=ep.name)
+                if registered:
+                    manager.unregister(name=key)
                 record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
                 log.error("plugin %s (%s %s) failed to load: %s", ep.name, record.distribution, record.version, exc)
                 if strict:
@@ -113,7 +122,12 @@ def _collect(manager: pluggy.PluginManager, plugin_name: str, providers: dict[st
             impl.function(register=offered.append)
     for provider in offered:
         if provider.id in providers:
-            log.warning("plugin %s: model %r is already provided; ignoring its copy", plugin_name, provider.id)
+            log.warning(
+                "plugin %s: model %r is already provided by %s; ignoring its copy",
+                plugin_name,
+                provider.id,
+                providers[provider.id].label,
+            )
         else:
             providers[provider.id] = provider
     return [p.id for p in offered]

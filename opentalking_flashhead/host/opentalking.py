@@ -7,14 +7,14 @@ OpenTalking 0.1.x has no plugin loader, but it has two seams that work (found by
 * ``/models`` and the session gate go through ``availability.resolve_model_statuses``
   (``apps.api.routes.models`` holds its own reference to it).
 
-It also reads FlashHead settings from OpenTalking's ``.env`` and YAML config, which the host keeps
-in its settings object and never puts into the environment our client reads (see
-:func:`mirror_host_config`).
-
-Each adjustment is idempotent, happens in whichever process imports the module (unified, API
-or worker), and touches only models a plugin provides and only on the backends where the host
-would use the client we replace. The host's own registry is never written to (it raises on a
-duplicate key).
+The adapter acts only on the releases it knows and only on seams that look as expected
+(:mod:`.seams`); otherwise it prints one line, undoes whatever it had adjusted in this process and
+leaves the host stock. Errors of its own never reach the host: the model list and the session
+gate then get the host's own answer. It only replaces attributes that exist, touches only models
+a plugin provides and only on the backends where the host would use the client we replace, and
+never writes the host's registry (it raises on a duplicate key). The host's configuration is read
+when a client is built or a status is asked for, never at import time, and handed to the provider
+as a mapping (:mod:`.hostconfig`).
 """
 
 from __future__ import annotations
@@ -22,46 +22,32 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from opentalking_flashhead.host import seams
+from opentalking_flashhead.host.hookspecs import ModelProvider, ProviderStatus
+from opentalking_flashhead.host.hostconfig import current_host_config, read_host_config
 from opentalking_flashhead.host.manager import PluginSet, load_plugins
-from opentalking_flashhead.settings import Settings, env_name
 
 log = logging.getLogger(__name__)
 
-CLIENT_MODULE = "opentalking.providers.synthesis.flashhead"
-AVAILABILITY_MODULE = "opentalking.providers.synthesis.availability"
-MODELS_ROUTE_MODULE = "apps.api.routes.models"
-#: Only this model has a client seam in OpenTalking 0.1.x.
-CLIENT_ATTRIBUTES = {"flashhead": "FlashHeadWSClient"}
 #: Backends on which the host builds the client we replace (mock and local keep their own).
 REMOTE_BACKENDS = frozenset({"direct_ws", "omnirt"})
-_MARK = "__opentalking_plugins__"
-#: The model whose settings OpenTalking keeps as ``flashhead_<name>``.
-FLASHHEAD = "flashhead"
-#: OpenTalking's ``flashhead_*`` settings that mean the same to our client. fps, sample rate, size
-#: and frame count are left out: the model fixes them, and the service rejects other values.
-HOST_FIELDS = (
-    "ws_url",
-    "base_url",
-    "model",
-    "shared_local_dir",
-    "shared_remote_dir",
-    "output_local_dir",
-    "output_remote_dir",
-    "output_base_url",
-    "timeout_sec",
-    "chunk_samples",
+#: Where each adjusted attribute lives, for undoing them all.
+ADJUSTED = (
+    *((seams.CLIENT_MODULE, attribute) for attribute in seams.CLIENT_ATTRIBUTES.values()),
+    (seams.AVAILABILITY_MODULE, seams.STATUS_FUNCTION),
+    (seams.MODELS_ROUTE_MODULE, seams.STATUS_FUNCTION),
 )
+_refused: list[str] = []
 
 
 @functools.lru_cache(maxsize=1)
 def plugins() -> PluginSet:
-    """The plugins of this process, loaded once."""
+    """The plugins of this process, loaded once, on first need."""
     loaded = load_plugins()
     _announce("opentalking plugins: " + (", ".join(f"{r.name}={r.status}" for r in loaded.records) or "none"))
     return loaded
@@ -75,109 +61,138 @@ def _announce(line: str) -> None:
     loggers: an INFO record would vanish, leaving the operator no sign that the plugin loaded.
     """
     if log.hasHandlers():
-        log.info(line)
+        log.log(logging.WARNING if line.startswith("OpenTalking ") else logging.INFO, line)
     else:
         print(line, file=sys.stderr)
 
 
-def host_defaults(host: Any, dotenv: Mapping[str, str | None]) -> dict[str, str]:
-    """Our ``OPENTALKING_FLASHHEAD_*`` variables with the values OpenTalking's configuration gives them.
-
-    ``host`` is OpenTalking's settings object; a field counts only when one of its sources
-    (environment, ``.env``, legacy names, YAML) set it (``model_fields_set``), never as a default.
-    ``dotenv`` is the host's ``.env``, for our names the host has no field for (API key, preset,
-    config JSON, ...): its settings drop those.
-    """
-    ours = {env_name(f.name) for f in dataclasses.fields(Settings)} | {env_name(name) for name in HOST_FIELDS}
-    found = {name: str(value).strip() for name, value in dotenv.items() if name in ours and value}
-    for name in HOST_FIELDS:
-        if f"{FLASHHEAD}_{name}" in host.model_fields_set:
-            found[env_name(name)] = str(getattr(host, f"{FLASHHEAD}_{name}")).strip()
-    return {name: value for name, value in found.items() if value}
-
-
 @functools.lru_cache(maxsize=1)
-def mirror_host_config() -> dict[str, str]:
-    """Export OpenTalking's FlashHead configuration as environment defaults, once; returns what it set.
+def host_problem() -> str | None:
+    """Why this process's OpenTalking is not one the adapter knows (release or package layout)."""
+    return seams.version_problem(seams.host_version()) or seams.layout_problem()
 
-    OpenTalking reads ``OPENTALKING_FLASHHEAD_*`` from its ``.env`` and the ``flashhead:`` section of
-    its YAML into its settings object only; our Settings, which must not import OpenTalking, reads
-    keyword overrides and ``os.environ``. Exporting the values with set-if-absent before any client
-    or availability check exists gives the client and the availability check in this process one
-    answer that matches the host's, while a real environment variable still wins.
-    """
-    try:
-        from dotenv import dotenv_values
-        from opentalking.core.config import get_settings
 
-        host = get_settings()
-        wanted = host_defaults(host, dotenv_values(host.model_config["env_file"]))
-    except Exception as exc:  # a host that cannot read its own configuration reports that itself
-        log.warning("opentalking plugins: could not read OpenTalking's FlashHead settings: %s", exc)
-        return {}
-    exported = {name: value for name, value in wanted.items() if name not in os.environ}
-    os.environ.update(exported)
-    return exported
+def _refuse(problem: str) -> None:
+    """Leave the host stock: undo every adjustment in this process and say why, once."""
+    if _refused:
+        return
+    _refused.append(problem)
+    for module_name, attribute in ADJUSTED:
+        module = sys.modules.get(module_name)
+        value: Any = getattr(module, attribute, None)
+        if module is not None and seams.ours(value):
+            setattr(module, attribute, value.__wrapped__)
+    providers = sorted(plugins().providers)
+    if providers:
+        _announce(seams.refusal(seams.host_version(), problem, providers))
 
 
 def on_import(fullname: str, module: ModuleType) -> None:
     """Adjust one just-imported host module (called by the autoload finder)."""
-    if FLASHHEAD in plugins().providers:
-        mirror_host_config()
-    if fullname == CLIENT_MODULE:
-        _swap_clients(module)
-    elif fullname == AVAILABILITY_MODULE:
-        _wrap_statuses(module)
-        route = sys.modules.get(MODELS_ROUTE_MODULE)
-        if route is not None:
-            _share_statuses(route, module)
-    elif fullname == MODELS_ROUTE_MODULE:
-        _share_statuses(module, sys.modules.get(AVAILABILITY_MODULE))
+    problem = host_problem()
+    if problem is not None:
+        _refuse(problem)
+        return
+    if _refused or fullname == seams.HOST_PACKAGE or not plugins().providers:
+        return
+    if fullname == seams.CLIENT_MODULE:
+        problem = seams.client_problem(module)
+        if problem is None:
+            _swap_clients(module)
+    elif fullname == seams.AVAILABILITY_MODULE:
+        problem = seams.status_problem(module)
+        route = sys.modules.get(seams.MODELS_ROUTE_MODULE)
+        if problem is None:
+            _wrap_statuses(module)
+            problem = _share_statuses(route, module) if route is not None else None
+    elif fullname == seams.MODELS_ROUTE_MODULE:
+        availability = sys.modules.get(seams.AVAILABILITY_MODULE)
+        if availability is not None:
+            problem = _share_statuses(module, availability)
+    if problem is not None:
+        _refuse(problem)
 
 
 def apply() -> None:
     """Adjust every seam module already imported; for launchers and hosts without the ``.pth``."""
-    for name in (CLIENT_MODULE, AVAILABILITY_MODULE, MODELS_ROUTE_MODULE):
+    for name in (seams.HOST_PACKAGE, seams.CLIENT_MODULE, seams.AVAILABILITY_MODULE, seams.MODELS_ROUTE_MODULE):
         module = sys.modules.get(name)
         if module is not None:
             on_import(name, module)
 
 
+def _mark(function: Callable[..., Any], original: Any) -> None:
+    function.__wrapped__ = original  # type: ignore[attr-defined]
+    setattr(function, seams.MARK, True)
+
+
 def _swap_clients(module: ModuleType) -> None:
-    for model_id, attribute in CLIENT_ATTRIBUTES.items():
+    for model_id, attribute in seams.CLIENT_ATTRIBUTES.items():
         provider = plugins().providers.get(model_id)
-        if provider is not None and getattr(module, attribute, None) is not provider.create_client:
-            setattr(module, attribute, provider.create_client)
+        stock = getattr(module, attribute)
+        if provider is not None and not seams.ours(stock):
+            setattr(module, attribute, _client_factory(provider, stock))
             log.info("opentalking plugins: %s sessions use %s", model_id, provider.label)
 
 
+def _client_factory(provider: ModelProvider, stock: type) -> Callable[..., Any]:
+    """Stands where the host looks up its client class: the provider's client, built with the host's
+    configuration; the host's own client if reading that configuration fails."""
+
+    def create_client(*args: Any, **kwargs: Any) -> Any:
+        try:
+            config = current_host_config()
+        except Exception as exc:
+            log.warning("opentalking plugins: could not read OpenTalking's configuration, using its client: %s", exc)
+            return stock(*args, **kwargs)
+        return provider.create_client(config, *args, **kwargs)
+
+    _mark(create_client, stock)
+    return create_client
+
+
 def _wrap_statuses(module: ModuleType) -> None:
-    original = module.resolve_model_statuses
-    if getattr(original, _MARK, False) or not plugins().providers:
+    original = getattr(module, seams.STATUS_FUNCTION)
+    if seams.ours(original):
         return
 
     @functools.wraps(original)
-    async def resolve_model_statuses(settings: Any) -> list[Any]:
-        return [await _provider_status(status) for status in await original(settings)]
+    async def resolve_model_statuses(settings: Any) -> Any:
+        statuses = await original(settings)
+        problem = seams.statuses_problem(statuses)
+        if problem is not None:
+            _refuse(problem)
+            return statuses
+        try:
+            config = read_host_config(settings)
+            return [await _provider_status(status, config) for status in statuses]
+        except Exception as exc:  # the model list and the session gate must never fail because of us
+            log.warning("opentalking plugins: model statuses left as the host has them: %s", exc)
+            return statuses
 
-    setattr(resolve_model_statuses, _MARK, True)
-    module.resolve_model_statuses = resolve_model_statuses
+    _mark(resolve_model_statuses, original)
+    setattr(module, seams.STATUS_FUNCTION, resolve_model_statuses)
 
 
-async def _provider_status(status: Any) -> Any:
+async def _provider_status(status: Any, host_config: dict[str, str]) -> Any:
     provider = plugins().providers.get(status.id)
     if provider is None or status.backend not in REMOTE_BACKENDS:
         return status
-    check: Callable[[], Awaitable[Any]] = provider.check_availability
     try:
-        answer = await check()
-    except Exception as exc:  # the model list must render whatever a plugin does
-        log.warning("availability check of %s failed: %s", status.id, exc)
-        return dataclasses.replace(status, connected=False, reason="plugin_error")
-    return dataclasses.replace(status, connected=answer.connected, reason=answer.reason)
+        answer = await provider.check_availability(host_config)
+    except Exception as exc:
+        log.warning("availability check of %s failed, its status left as the host has it: %s", status.id, exc)
+        return status
+    if not isinstance(answer, ProviderStatus):
+        log.warning("availability check of %s answered %r, not a ProviderStatus", status.id, answer)
+        return status
+    return dataclasses.replace(status, connected=bool(answer.connected), reason=str(answer.reason))
 
 
-def _share_statuses(route: ModuleType, availability: ModuleType | None) -> None:
-    """``from availability import resolve_model_statuses`` copied the unwrapped function: renew it."""
-    if availability is not None and hasattr(route, "resolve_model_statuses"):
-        route.resolve_model_statuses = availability.resolve_model_statuses
+def _share_statuses(route: ModuleType, availability: ModuleType) -> str | None:
+    """``from availability import resolve_model_statuses`` may have copied the unwrapped function: renew it."""
+    problem = seams.route_problem(route, availability)
+    current = getattr(availability, seams.STATUS_FUNCTION)
+    if problem is None and hasattr(route, seams.STATUS_FUNCTION) and seams.ours(current):
+        setattr(route, seams.STATUS_FUNCTION, current)
+    return problem

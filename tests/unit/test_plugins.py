@@ -14,8 +14,9 @@ import pytest
 
 from opentalking_flashhead import plugin
 from opentalking_flashhead.host.hookspecs import ModelProvider
+from opentalking_flashhead.host.hostconfig import host_config
 from opentalking_flashhead.host.manager import load_plugins, new_manager
-from opentalking_flashhead.host.opentalking import host_defaults
+from opentalking_flashhead.host.seams import SUPPORTED_RANGE
 
 
 def test_entry_point_is_declared() -> None:
@@ -36,8 +37,25 @@ def test_registers_on_a_fresh_manager() -> None:
 
 
 def test_factory_builds_the_client_with_host_arguments(tmp_path: Path) -> None:
-    client = plugin.create_client(ws_url="", model="soulx-flashhead-1.3b", config={"chunk_samples": 16000})
+    client = plugin.create_client({}, ws_url="", model="soulx-flashhead-1.3b", config={"chunk_samples": 16000})
     assert type(client).__name__ == "FlashHeadClient" and client.audio_chunk_samples > 0
+
+
+def test_factory_takes_the_host_config_under_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's configuration reaches the client as arguments; a real variable still wins; nothing is exported."""
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_TIMEOUT_SEC", "42")
+    before = dict(os.environ)
+    config = {"api_key": "key-from-dotenv", "timeout_sec": "7", "base_url": "http://yaml:8766", "ws_url": "ignored"}
+    client = plugin.create_client(config, ws_url="", model="soulx-flashhead-1.3b", config={})
+    assert (client.settings.api_key, client.settings.timeout_sec) == ("key-from-dotenv", 42.0)
+    assert client.settings.base_url == "http://yaml:8766"
+    assert dict(os.environ) == before
+
+
+def test_the_opentalking_extra_declares_the_range_the_adapter_knows() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert project["optional-dependencies"]["opentalking"] == [f"opentalking{SUPPORTED_RANGE}"]
 
 
 def fake_distribution(root: Path, dist: str, entry: str, module: str, source: str) -> None:
@@ -81,6 +99,22 @@ def test_broken_plugin_is_recorded_and_skipped(extra_plugins: Path) -> None:
     assert records["flashhead"].status == "loaded" and records["other"].status == "loaded"
     assert loaded.providers["flashhead"].label.startswith("FlashHead")  # first owner keeps the id
     assert set(loaded.providers) == {"flashhead", "othermodel"}
+
+
+def test_two_distributions_with_one_entry_point_name_keep_each_other(
+    extra_plugins: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second "other" (from another distribution) that fails must not unregister the first."""
+    fork = extra_plugins / "second"
+    fake_distribution(fork, "other-plugin-fork", "other", "other_fork", "raise ImportError('fork')\n")
+    monkeypatch.syspath_prepend(str(fork))
+    loaded = load_plugins({})
+    others = {r.distribution: r for r in loaded.records if r.name == "other"}
+    assert others["other-plugin"].status == "loaded" and others["other-plugin-fork"].status == "failed"
+    assert loaded.manager.has_plugin("other-plugin:other") and "othermodel" in loaded.providers
+    assert [impl.plugin_name for impl in loaded.manager.hook.register_models.get_hookimpls()].count(
+        "other-plugin:other"
+    ) == 1
 
 
 def test_strict_mode_reraises(extra_plugins: Path) -> None:
@@ -145,7 +179,7 @@ def test_cli_lists_plugins_as_json() -> None:
 
 
 class FakeHostSettings:
-    """What host_defaults reads of OpenTalking's settings: the values and which ones a source set."""
+    """What host_config reads of OpenTalking's settings: the values and which ones a source set."""
 
     flashhead_base_url = "http://yaml:8766"
     flashhead_model = "soulx-flashhead-1.3b"
@@ -157,7 +191,7 @@ class FakeHostSettings:
     )
 
 
-def test_host_defaults_take_only_what_the_user_set_and_the_model_allows() -> None:
+def test_host_config_takes_only_what_the_user_set_and_the_model_allows() -> None:
     dotenv = {
         "OPENTALKING_FLASHHEAD_BASE_URL": "http://dotenv:8766",  # the host resolved it to the YAML one
         "OPENTALKING_FLASHHEAD_API_KEY": "k1",  # no host field: read from .env itself
@@ -166,11 +200,11 @@ def test_host_defaults_take_only_what_the_user_set_and_the_model_allows() -> Non
         "OPENTALKING_FLASHHEAD_SAVE_DIR": None,  # "NAME" without a value
         "OPENTALKING_LLM_MODEL": "qwen",
     }
-    assert host_defaults(FakeHostSettings(), dotenv) == {
-        "OPENTALKING_FLASHHEAD_BASE_URL": "http://yaml:8766",
-        "OPENTALKING_FLASHHEAD_TIMEOUT_SEC": "30.0",
-        "OPENTALKING_FLASHHEAD_API_KEY": "k1",
-        "OPENTALKING_FLASHHEAD_PRESET": "fast",
+    assert host_config(FakeHostSettings(), dotenv) == {
+        "base_url": "http://yaml:8766",
+        "timeout_sec": "30.0",
+        "api_key": "k1",
+        "preset": "fast",
     }
 
 
