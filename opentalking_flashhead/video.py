@@ -43,7 +43,7 @@ def decode_bgr(
             _check_geometry(stream.codec_context.width, stream.codec_context.height, size, service)
             claimed = _claimed_frames(container, stream)
             if max_frames is not None and claimed > max_frames:
-                raise DecodeError(f"clip {path} has {claimed} frames, more than the {max_frames} a chunk can need")
+                raise DecodeError(f"clip {path} claims {claimed} frames, more than the {max_frames} a chunk can need")
             stream.thread_type = "NONE"  # the helper thread is the parallelism; codec threads only contend
             stream.codec_context.options = cap
             frames: list[np.ndarray] = []
