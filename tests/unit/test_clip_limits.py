@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -111,3 +112,48 @@ def test_only_mp4_is_opened(clips: Path) -> None:
     with pytest.raises(DecodeError, match="is not a decodable video") as refused:
         decode_bgr(clip, size=(512, 512), max_frames=CHUNK_LIMIT)
     assert refused.value.retryable
+
+
+def write_resized_midway(path: Path, second: int) -> None:
+    """An MP4 whose header (and first 5 frames) say 512×512 and whose last 5 frames are ``second``²:
+    an H.264 stream may bring a new SPS with any keyframe."""
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 512
+        stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        for _ in range(5):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((512, 512, 3), 60, np.uint8))))
+        later = av.CodecContext.create("libx264", "w")
+        later.width = later.height = second
+        later.pix_fmt, later.time_base = "yuv420p", Fraction(1, 25)
+        later.options = {"preset": "ultrafast", "tune": "zerolatency"}
+        packets = []
+        for index in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((second, second, 3), 200, np.uint8))
+            frame.pts, frame.time_base = index, Fraction(1, 25)
+            packets += later.encode(frame)
+        packets += later.encode(None)
+        step = round(1 / (25 * stream.time_base))
+        for index, packet in enumerate(packets):  # Annex B, as libx264 writes it; the muxer converts
+            moved = av.Packet(bytes(packet))
+            moved.pts = moved.dts = (5 + index) * step
+            moved.time_base, moved.is_keyframe, moved.stream = stream.time_base, packet.is_keyframe, stream
+            container.mux(moved)
+
+
+@pytest.mark.parametrize(
+    ("second", "words", "retryable"),
+    [
+        (256, "the clip is 256×256, not 512×512 like every FlashHead clip", False),
+        (2048, "not a decodable video", True),  # over max_pixels: refused by the decoder, never allocated
+    ],
+)
+def test_a_size_change_after_the_header_is_refused(clips: Path, second: int, words: str, retryable: bool) -> None:
+    clip = clips / f"resized-{second}.mp4"
+    write_resized_midway(clip, second)
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.frames) == (512, 10)
+    with pytest.raises(DecodeError, match=words) as refused:
+        decode_bgr(clip, size=(512, 512), max_frames=CHUNK_LIMIT)
+    assert refused.value.retryable is retryable
