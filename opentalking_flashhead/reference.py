@@ -25,8 +25,8 @@ MAX_REFERENCE_MB = 32
 #: Checked from the image's header, before its pixels are decoded (a small PNG can claim gigapixels).
 #: Pillow's own bomb check would warn at 89 megapixels and raise its own error at twice that.
 MAX_REFERENCE_PIXELS = 64_000_000
-#: Pillow modes of more than 8 bits a channel (16-bit greyscale PNG, 32-bit integer TIFF), whose
-#: own conversion to RGB clips every value above 255 to white.
+#: Pillow's modes for 16-bit greys (a 16-bit PNG opens as I;16, or as I before Pillow 10; an I
+#: image's values are taken as 16-bit too), whose own conversion to RGB clips above 255 to white.
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _FIX = "give a PNG or JPEG of the face"
 
