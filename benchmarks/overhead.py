@@ -61,7 +61,7 @@ class Floor:
     async def generate(self, _pcm: object) -> list:
         answer = (await self.http.post("/v1/generate", json=self.body)).json()
         clip = Path(answer["outputs"][0]["path"])
-        frames = await asyncio.to_thread(decode_bgr, clip)
+        frames = await asyncio.to_thread(decode_bgr, clip, size=(512, 512))
         clip.unlink()
         return frames
 

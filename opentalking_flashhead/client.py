@@ -22,7 +22,7 @@ import numpy as np
 
 from opentalking_flashhead import audio, storage, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
-from opentalking_flashhead.errors import ConfigError, DecodeError, FlashHeadError, ServiceUnavailable
+from opentalking_flashhead.errors import ConfigError, FlashHeadError, ServiceUnavailable
 from opentalking_flashhead.host.frames import VideoFrameData
 from opentalking_flashhead.reference import Reference, read_reference
 from opentalking_flashhead.service import RETRY_BACKOFF, ServiceClient, Stats
@@ -232,14 +232,8 @@ class FlashHeadClient:
         try:
             clip = await self._locator.fetch(find_clip(body), session.dir / f"clip-{chunk}.mp4", within=output_dir)
             limit = MAX_FRAME_FACTOR * max(1, round(samples * FPS / SAMPLE_RATE))
-            images = await asyncio.to_thread(video.decode_bgr, clip, max_frames=limit)
-            height, width = images[0].shape[:2]
-            if (width, height) != (self.width, self.height):
-                raise DecodeError(
-                    f"the clip is {width}×{height}, not {self.width}×{self.height} like every FlashHead clip; "
-                    f"is {self.settings.base_url} a FlashHead service?",
-                    retryable=False,
-                )
+            size, service = (self.width, self.height), self.settings.base_url
+            images = await asyncio.to_thread(video.decode_bgr, clip, size=size, max_frames=limit, service=service)
             if self.settings.save_dir is not None:
                 shutil.copyfile(clip, self.settings.save_dir / f"{session.name}-{chunk}.mp4")
             return images

@@ -11,6 +11,7 @@ and writes its clip, after the client gave up).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import uuid
 from collections import deque
@@ -42,6 +43,8 @@ FAULTS = (
     "symlink",
     "own_reference",
     "wrong_size",
+    "huge",
+    "unframed",
     "foreign_url",
     "oversized",
     "redirect",
@@ -116,8 +119,19 @@ class FaultService:
         elif fault == "own_reference":  # the client's own input, which it must neither read as a clip nor delete
             return self._artifact(inputs["image"])
         elif fault == "wrong_size":
-            _write_small_clip(clip)
+            write_clip(clip)
+        elif fault in CANNED:
+            shutil.copyfile(self.canned(fault), clip)
         return self._artifact(str(clip))
+
+    def canned(self, fault: str) -> Path:
+        """The clip ``fault`` answers with, written once (an 8192² frame takes seconds to encode)."""
+        path = self.workdir / f"canned-{fault}.mp4"
+        if not path.exists():
+            partial = path.with_suffix(".partial")
+            write_clip(partial, **CANNED[fault])
+            partial.replace(path)
+        return path
 
     @staticmethod
     def deliver(result: dict[str, Any], output_dir: Path) -> dict[str, Any]:
@@ -209,14 +223,26 @@ class FaultService:
         return app
 
 
-def _write_small_clip(path: Path, frames: int = 28) -> None:
-    """A valid H.264 clip of 320×240: what a service that is not FlashHead might answer."""
+#: Clips that are the same for every request: an 8192×8192 H.264 of about 200 KB (flat, so it
+#: compresses), and a fragmented MP4 (its header counts no frames) ten times a chunk's length.
+CANNED: dict[str, dict[str, Any]] = {
+    "huge": {"size": (8192, 8192), "frames": 1},
+    "unframed": {"size": (512, 512), "frames": 280, "fragmented": True},
+}
+
+
+def write_clip(path: Path, size: tuple[int, int] = (320, 240), frames: int = 28, fragmented: bool = False) -> None:
+    """A valid H.264 MP4 of flat frames, 320×240 by default: what a service that is not FlashHead might
+    answer. ``fragmented`` writes the moov box empty, as a live muxer does, so no frame count is declared."""
     import av
 
-    with av.open(str(path), mode="w", format="mp4") as container:
+    options = {"movflags": "frag_keyframe+empty_moov"} if fragmented else {}
+    width, height = size
+    with av.open(str(path), mode="w", format="mp4", options=options) as container:
         stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
         for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), index * 8, dtype=np.uint8), format="rgb24")
-            container.mux(stream.encode(frame))
+            pixels = np.full((height, width, 3), index * 8 % 256, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode(None))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rss
 from faultservice import FaultService
 
 from opentalking_flashhead import FlashHeadClient, storage
@@ -249,6 +250,35 @@ async def test_misconfiguration_and_untrusted_clips_raise_at_once(
     assert len(list(shared_dir.glob("session-*/reference.*"))) == 1  # nothing of ours was taken for a clip
     after = await client.generate(speech())  # the failed chunk's audio got no frames, so it holds no share
     assert [f.timestamp_ms for f in after] == [i * 40.0 for i in range(28)]
+    await client.close()
+    assert_clean(shared_dir, faulty)
+
+
+@pytest.mark.parametrize(
+    ("fault", "words", "limit_mb"),
+    [
+        ("huge", "the clip is 8192×8192, not 512×512 like every FlashHead clip", 100),
+        ("unframed", "claims 280 frames, more than the 112 a chunk can need", 50),
+    ],
+)
+async def test_an_oversized_clip_is_refused_from_its_header(
+    client_for, faulty, shared_dir, avatar_png, fault, words, limit_mb
+) -> None:
+    """Rows "oversized clip" and "no frame count": a 200 KB H.264 of 8192×8192, and a fragmented MP4
+    (its header counts no frames) ten times a chunk's length, are refused from what their header
+    says, before a frame is decoded (decoding one giant frame costs 270 MB, decoding to the frame
+    limit 100 MB). The first can never be right (raised at once), the second is retried."""
+    await asyncio.to_thread(faulty.canned, fault)  # encoding it costs memory too; not what is measured
+    client = client_for(on_error="raise")
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend([fault] * 20)
+    before = faulty.requests
+    baseline = rss.reset_peak()
+    with pytest.raises(DecodeError, match=words) as refused:
+        await client.generate(speech())
+    growth = rss.peak_growth(baseline)
+    assert refused.value.retryable == (faulty.requests > before + 1) == (fault == "unframed")
+    assert growth < limit_mb * 2**20, f"peak RSS rose {growth / 2**20:.0f} MB"
     await client.close()
     assert_clean(shared_dir, faulty)
 
