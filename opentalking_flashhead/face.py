@@ -38,8 +38,8 @@ def _has_transparency(image: Image.Image) -> bool:
     """Any pixel not fully opaque: an alpha channel, or a palette or colour key marked transparent."""
     if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
         return False
-    low, _ = image.convert("RGBA").getchannel("A").getextrema()
-    return bool(low < 255)
+    low, _ = image.convert("RGBA").getchannel("A").getextrema()  # one band: (min, max)
+    return bool(low < 255)  # type: ignore[operator]
 
 
 def save_crop(image: bytes, target: Path) -> None:

@@ -191,7 +191,8 @@ def test_a_shared_dir_the_client_can_create_passes(tmp_path: Path, keyed_standin
     code, lines = doctor(monkeypatch, capsys, BASE_URL=keyed_standin, SHARED_LOCAL_DIR=str(missing), API_KEY=KEY)
     assert code == 0, lines
     assert lines[1] == (
-        f"✓ OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR writable: {missing} (does not exist yet; the first session creates it)"
+        f"✓ OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR writable: {missing} "
+        "(does not exist yet; the first session creates it)"
     )
     assert list(missing.iterdir()) == []  # the probe's session made it, and left nothing in it
 
