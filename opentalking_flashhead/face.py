@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from opentalking_flashhead.reference import still_of
@@ -38,8 +39,7 @@ def _has_transparency(image: Image.Image) -> bool:
     """Any pixel not fully opaque: an alpha channel, or a palette or colour key marked transparent."""
     if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
         return False
-    low, _ = image.convert("RGBA").getchannel("A").getextrema()  # one band: (min, max)
-    return bool(low < 255)  # type: ignore[operator]
+    return bool(np.asarray(image.convert("RGBA").getchannel("A")).min() < 255)
 
 
 def save_crop(image: bytes, target: Path) -> None:
