@@ -48,7 +48,7 @@ def read_wav(path: Path) -> np.ndarray:
 
 async def speak(audio: Path, image: Path, base_url: str | None, last_frame: Path | None) -> int:
     pcm = read_wav(audio)
-    client = FlashHeadClient(**({"base_url": base_url} if base_url else {}))
+    client = FlashHeadClient(base_url=base_url)  # None: the variable, else the default
     await client.init_session(ref_image=image)  # a path or the image's bytes
     try:
         step = client.audio_chunk_samples
