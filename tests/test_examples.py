@@ -84,3 +84,23 @@ def test_example_client_without_a_service_says_so(tmp_path: Path, free_port: int
     )
     assert run.returncode == 1
     assert run.stderr.startswith("error: FlashHead service not connected")
+
+
+def test_env_file_sources_with_every_line_uncommented_and_lists_every_variable(tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from opentalking_flashhead.settings import Settings, env_name
+
+    text = (ROOT / "examples" / "flashhead.env.example").read_text()
+    uncommented = re.sub(r"^# (?=OPENTALKING_\w+=)", "", text, flags=re.M)
+    env_file = tmp_path / "flashhead.env"
+    env_file.write_text(uncommented)
+    script = f"set -eu; set -a; . {env_file}; set +a; env -0"
+    run = subprocess.run(["bash", "-c", script], env={"PATH": os.environ["PATH"]}, capture_output=True, timeout=30)
+    assert run.returncode == 0 and run.stderr == b"", run.stderr.decode()
+    sourced = dict(item.split("=", 1) for item in run.stdout.decode().split("\0") if item.startswith("OPENTALKING_"))
+    expected = {env_name(f.name) for f in fields(Settings)} | {env_name("ws_url"), env_name("parameters_json")}
+    expected |= {"OPENTALKING_DISABLED_PLUGINS", "OPENTALKING_LOAD_PLUGINS", "OPENTALKING_STRICT_PLUGINS"}
+    assert sorted(expected - set(sourced)) == []
+    assert sourced[env_name("config_json")] == '{"model_type": "lite"}'
+    Settings.load(environ=sourced)  # every example value is one the client accepts
