@@ -1,8 +1,8 @@
 """Is a FlashHead service really there? The answer behind "flashhead" in the host's model list.
 
 Asks ``/healthz`` then ``/v1/models`` with a short timeout, and caches the answer briefly: every
-``GET /models`` (the WebUI reads it once per page load) and every session start consults it. It asks the service the client
-would use: without ``OPENTALKING_FLASHHEAD_BASE_URL`` both take an http(s)
+``GET /models`` (the WebUI reads it once per page load) and every session start consults it. It
+asks the service the client would use: without ``OPENTALKING_FLASHHEAD_BASE_URL`` both take an http(s)
 ``OPENTALKING_FLASHHEAD_WS_URL``, which is what the host passes the client as ``ws_url`` (the host
 adapter exports it when it comes from OpenTalking's ``.env`` or YAML).
 """
