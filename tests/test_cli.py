@@ -50,3 +50,10 @@ def test_busy_port_is_named_before_listening(tmp_path: Path) -> None:
         f"error: port {port} on 127.0.0.1 is already in use (another service, or an earlier run still going); "
         "stop what holds it, or choose another port with --port"
     )
+
+
+def test_render_without_audio_names_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "--image", "examples/avatar.png"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "error: render needs AUDIO and -o OUT.mp4 (or --preview-crop PNG to see only the face's crop)"
+    )
