@@ -49,9 +49,11 @@ def test_metadata_names_the_python_versions_and_the_projects_it_works_with(built
     with zipfile.ZipFile(built[0]) as archive:
         info = next(n.split("/")[0] for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         metadata = Parser().parsestr(archive.read(f"{info}/METADATA").decode())
-    versions = [c.rsplit(" :: ", 1)[1] for c in metadata.get_all("Classifier") if c.count("::") == 2 and "3." in c]
+    classifiers: list[str] = metadata.get_all("Classifier", [])
+    versions = [c.rsplit(" :: ", 1)[1] for c in classifiers if c.count("::") == 2 and "3." in c]
     assert versions == ["3.10", "3.11", "3.12", "3.13"]
     assert metadata["Requires-Python"] == ">=3.10"
-    urls = dict(entry.split(", ", 1) for entry in metadata.get_all("Project-URL"))
+    entries: list[str] = metadata.get_all("Project-URL", [])
+    urls = dict(tuple(entry.split(", ", 1)) for entry in entries)
     assert set(urls) == {"OpenTalking", "OmniRT", "SoulX-FlashHead"}
     assert all(url.startswith("https://github.com/") for url in urls.values())
