@@ -54,6 +54,6 @@ def test_metadata_names_the_python_versions_and_the_projects_it_works_with(built
     assert versions == ["3.10", "3.11", "3.12", "3.13"]
     assert metadata["Requires-Python"] == ">=3.10"
     entries: list[str] = metadata.get_all("Project-URL", [])
-    urls = dict(tuple(entry.split(", ", 1)) for entry in entries)
+    urls = {label: url for label, url in (entry.split(", ", 1) for entry in entries)}
     assert set(urls) == {"OpenTalking", "OmniRT", "SoulX-FlashHead"}
     assert all(url.startswith("https://github.com/") for url in urls.values())
