@@ -1,10 +1,10 @@
 """Is a FlashHead service really there? The answer behind "flashhead" in the host's model list.
 
-Asks ``/healthz`` then ``/v1/models`` with a short timeout, and caches the answer briefly: the
-WebUI polls the model list and every session start consults it. It asks the service the client
-would use: both read the host's configuration (``host_config``) under the environment, and
-without a base URL both take the host's http(s) ``ws_url``, which is what the host passes the
-client.
+Asks ``/healthz`` then ``/v1/models`` with a short timeout, and caches the answer briefly: every
+``GET /models`` (the WebUI reads it once per page load) and every session start consults it. It
+asks the service the client would use: both read the host's configuration (``host_config``) under
+the environment, and without a base URL both take the host's http(s) ``ws_url``, which is what the
+host passes the client.
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import time
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ from opentalking_flashhead.errors import (
     FlashHeadError,
     RequestRejected,
 )
-from opentalking_flashhead.settings import PRO_SLICE_SAMPLES, SAMPLE_RATE, Settings, env_name
+from opentalking_flashhead.settings import PRO_SLICE_SAMPLES, SAMPLE_RATE, Settings, _http_url_or_none, env_name
 
 #: Each discovery request (health, model list) may take this long.
 REQUEST_TIMEOUT_SEC = 5.0
@@ -50,22 +51,32 @@ class Check:
 
 
 def check_storage(settings: Settings) -> list[Check]:
-    """Shared dirs exist and are writable; the OUTPUT_* settings add up to a way back for clips."""
+    """Shared dirs are writable (or can be created, for those the client creates); the OUTPUT_*
+    settings add up to a way back for clips."""
     checks = []
-    dirs = [("shared_local_dir", settings.shared_local_dir)]
-    dirs += [("output_local_dir", settings.output_local_dir)] if settings.output_local_dir else []
-    dirs += [("save_dir", settings.save_dir)] if settings.save_dir else []
-    for name, path in dirs:
-        error = storage.write_error(path)
-        checks.append(
-            Check(
-                f"{env_name(name)} writable",
-                error is None,
-                str(path) if error is None else f"cannot create a file in {path}: {error}",
-                f"create it (mkdir -p {path}) and let this user write to it, or point {env_name(name)} elsewhere",
-            )
-        )
+    # The client creates the shared dir and the save dir as needed; the output dir is the service's.
+    dirs = [("shared_local_dir", settings.shared_local_dir, True)]
+    dirs += [("output_local_dir", settings.output_local_dir, False)] if settings.output_local_dir else []
+    dirs += [("save_dir", settings.save_dir, True)] if settings.save_dir else []
+    for name, path, creatable in dirs:
+        checks.append(_writable_check(name, path, creatable))
     return checks + check_output_mapping(settings)
+
+
+def _writable_check(name: str, path: Path, creatable: bool) -> Check:
+    """A file can be created in ``path``, or, when the client creates it, in the dir it would be made in."""
+    title = f"{env_name(name)} writable"
+    fix = f"create it (mkdir -p {path}) and let this user write to it, or point {env_name(name)} elsewhere"
+    if path.is_dir() or not creatable:
+        error = storage.write_error(path)
+        return Check(
+            title, error is None, str(path) if error is None else f"cannot create a file in {path}: {error}", fix
+        )
+    parent = next(p for p in path.parents if p.exists())  # "/" exists, so there is one
+    error = storage.write_error(parent) if parent.is_dir() else f"{parent} is not a directory"
+    if error is not None:
+        return Check(title, False, f"{path} does not exist and cannot be created in {parent}: {error}", fix)
+    return Check(title, True, f"{path} (does not exist yet; the first session creates it)")
 
 
 def check_output_mapping(settings: Settings) -> list[Check]:
@@ -97,22 +108,31 @@ def _clip_route(settings: Settings) -> str:
     return f"through shared storage ({settings.shared_local_dir})"
 
 
-async def check_service(settings: Settings) -> list[Check]:
-    """Health, key and model list, with every answer that is not a FlashHead service's turned into a ✗."""
+async def check_service(settings: Settings, url_source: str | None = None) -> list[Check]:
+    """Health, key and model list, with every answer that is not a FlashHead service's turned into a ✗.
+
+    ``url_source`` names where the URL came from (``--base-url``, a variable), so the fixes point there.
+    """
+    source = url_source or env_name("base_url")
     url = settings.base_url
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=REQUEST_TIMEOUT_SEC) as http:
         try:
             health = await http.get("/healthz")
         except httpx.HTTPError as exc:
-            return [Check("service health", False, f"{url}/healthz: {_failure(exc)}", _start_fix())]
+            return [Check("service health", False, f"{url}/healthz: {_failure(exc)}", _start_fix(source))]
         if health.status_code != 200:
-            return [Check("service health", False, f"{url}/healthz answered HTTP {health.status_code}", _start_fix())]
+            return [
+                Check("service health", False, f"{url}/healthz answered HTTP {health.status_code}", _start_fix(source))
+            ]
         checks = [Check("service health", True, f"{url}/healthz answered")]
         try:
             models = await http.get("/v1/models")
         except httpx.HTTPError as exc:
-            return [*checks, Check("model listed", False, f"{url}/v1/models: {_failure(exc)}", _not_flashhead_fix())]
+            return [
+                *checks,
+                Check("model listed", False, f"{url}/v1/models: {_failure(exc)}", _not_flashhead_fix(source)),
+            ]
     key_state = "a key was sent" if settings.api_key else "no key was sent"
     if models.status_code in (401, 403):
         return [
@@ -128,7 +148,7 @@ async def check_service(settings: Settings) -> list[Check]:
     if listed is None:
         answer = f"HTTP {models.status_code} {models.headers.get('content-type', 'without a content type')}"
         detail = f"{url}/v1/models answered {answer}, not a model list: {models.text[:80]!r}"
-        return [*checks, Check("model listed", False, detail, _not_flashhead_fix())]
+        return [*checks, Check("model listed", False, detail, _not_flashhead_fix(source))]
     ok = settings.model in listed
     return [
         *checks,
@@ -160,13 +180,13 @@ def _failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} after {REQUEST_TIMEOUT_SEC:g} s"
 
 
-def _start_fix() -> str:
-    return f"start the FlashHead service, or set {env_name('base_url')} to where it runs"
+def _start_fix(source: str) -> str:
+    return f"start the FlashHead service, or set {source} to where it runs"
 
 
-def _not_flashhead_fix() -> str:
+def _not_flashhead_fix(source: str) -> str:
     return (
-        f"make sure {env_name('base_url')} points at the FlashHead service (OmniRT) itself, not a proxy or another "
+        f"make sure {source} points at the FlashHead service (OmniRT) itself, not a proxy or another "
         "server, and read its log"
     )
 
@@ -249,12 +269,21 @@ async def diagnose(timeout: float = PROBE_TIMEOUT_SEC, **overrides: Any) -> list
     key = "set (hidden)" if settings.api_key else "not set"
     checks = [Check("settings parse", True, f"service {settings.base_url}, model {settings.model}, API key {key}")]
     checks += check_storage(settings)
-    checks += await check_service(settings)
+    checks += await check_service(settings, _url_source(overrides))
     if all(c.ok for c in checks):
         checks += await check_generation(settings, overrides, timeout)
     else:
         checks.append(Check(PROBE, False, "not run: fix the checks above first"))
     return checks
+
+
+def _url_source(overrides: dict[str, Any]) -> str:
+    """What set the service URL, as the user would change it: the flag, or the variable the client read."""
+    if overrides.get("base_url"):
+        return "--base-url"
+    if not os.environ.get(env_name("base_url"), "").strip() and _http_url_or_none(os.environ.get(env_name("ws_url"))):
+        return env_name("ws_url")
+    return env_name("base_url")
 
 
 def run(timeout: float = PROBE_TIMEOUT_SEC, **overrides: Any) -> int:

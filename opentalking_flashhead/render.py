@@ -11,6 +11,7 @@ import asyncio
 import os
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from opentalking_flashhead import storage
 from opentalking_flashhead.audio import load_speech
 from opentalking_flashhead.client import FlashHeadClient
 from opentalking_flashhead.reference import read_reference
-from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, env_name
+from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, _http_url_or_none, env_name
 from opentalking_flashhead.video import Mp4Writer
 
 #: How long one chunk may take in ``render``, retries included, unless CHUNK_DEADLINE_SEC is set:
@@ -50,10 +51,14 @@ class RenderSummary:
         )
 
 
-def check_output(path: Path) -> None:
-    """Refuse an output we could not write, before any work is done."""
+def check_output(path: Path, *, force: bool = False) -> None:
+    """Refuse an output we could not write, or should not, before any work is done."""
     if path.is_dir():
         raise ValueError(f"output {path} is a directory; give a file name like out.mp4")
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"output {path} does not end in .mp4, but render writes an MP4; name it {path.stem}.mp4")
+    if path.exists() and not force:
+        raise ValueError(f"output {path} already exists; give --force to overwrite it, or another name")
     if not path.parent.is_dir():
         raise ValueError(f"cannot write {path}: {path.parent} is not a writable directory")
     error = storage.write_error(path.parent)
@@ -78,18 +83,37 @@ class RenderInputs:
     pcm: np.ndarray
 
 
-def load_inputs(audio_path: Path, image_path: Path, output: Path) -> RenderInputs:
+def read_face(image_path: Path) -> bytes:
+    """The face image's bytes, checked to be an image; raises ValueError."""
+    return read_reference(image_path, (WIDTH, HEIGHT)).data
+
+
+def load_inputs(audio_path: Path, image_path: Path, output: Path, *, force: bool = False) -> RenderInputs:
     """Read the speech and the face and make sure the output can be written; raises ValueError."""
-    image = read_reference(image_path, (WIDTH, HEIGHT)).data
-    check_output(output)
+    image = read_face(image_path)
+    check_output(output, force=force)
     return RenderInputs(audio_path, image, output, read_speech(audio_path))
 
 
+def configured_base_url(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The service the environment names, read as the client reads it (``BASE_URL``, else an http(s)
+    ``WS_URL``), or None when it names none and render should start the stand-in."""
+    return environ.get(env_name("base_url"), "").strip() or _http_url_or_none(environ.get(env_name("ws_url")))
+
+
 async def render(
-    audio_path: Path, image_path: Path, output: Path, *, jobs: int = 1, progress: bool = True, **client_settings: Any
+    audio_path: Path,
+    image_path: Path,
+    output: Path,
+    *,
+    jobs: int = 1,
+    progress: bool = True,
+    force: bool = False,
+    **client_settings: Any,
 ) -> RenderSummary:
-    """Render ``audio_path`` spoken by the face in ``image_path`` to ``output`` (MP4, original audio)."""
-    inputs = load_inputs(audio_path, image_path, output)
+    """Render ``audio_path`` spoken by the face in ``image_path`` to ``output`` (MP4, original audio);
+    an existing ``output`` is replaced only with ``force``."""
+    inputs = load_inputs(audio_path, image_path, output, force=force)
     return await render_inputs(inputs, jobs=jobs, progress=progress, **client_settings)
 
 

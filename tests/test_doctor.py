@@ -175,7 +175,34 @@ def test_unreachable_service_and_bad_variables(free_port: int, shared_dir: Path,
 
 
 def test_unwritable_shared_dir(tmp_path: Path, keyed_standin, monkeypatch, capsys) -> None:
-    code, lines = doctor(monkeypatch, capsys, BASE_URL=keyed_standin, SHARED_LOCAL_DIR=str(tmp_path / "missing"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, lines = doctor(monkeypatch, capsys, BASE_URL=keyed_standin, SHARED_LOCAL_DIR=str(blocker / "shared"))
     assert code == 1
-    assert lines[1].startswith("✗ OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR writable")
+    assert lines[1] == (
+        f"✗ OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR writable: {blocker / 'shared'} does not exist and cannot be "
+        f"created in {blocker}: {blocker} is not a directory"
+    )
     assert "mkdir -p" in lines[2]
+
+
+def test_a_shared_dir_the_client_can_create_passes(tmp_path: Path, keyed_standin, monkeypatch, capsys) -> None:
+    missing = tmp_path / "not" / "yet"
+    code, lines = doctor(monkeypatch, capsys, BASE_URL=keyed_standin, SHARED_LOCAL_DIR=str(missing), API_KEY=KEY)
+    assert code == 0, lines
+    assert lines[1] == (
+        f"✓ OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR writable: {missing} "
+        "(does not exist yet; the first session creates it)"
+    )
+    assert list(missing.iterdir()) == []  # the probe's session made it, and left nothing in it
+
+
+def test_fixes_name_the_flag_that_set_the_url(free_port: int, shared_dir: Path, monkeypatch, capsys) -> None:
+    url = f"http://127.0.0.1:{free_port}"
+    monkeypatch.delenv("OPENTALKING_FLASHHEAD_BASE_URL", raising=False)
+    code, lines = doctor(monkeypatch, capsys, "--base-url", url, SHARED_LOCAL_DIR=str(shared_dir))
+    assert code == 1
+    assert "    fix: start the FlashHead service, or set --base-url to where it runs" in lines
+    assert not [line for line in lines if "OPENTALKING_FLASHHEAD_BASE_URL" in line]
+    code, lines = doctor(monkeypatch, capsys, SHARED_LOCAL_DIR=str(shared_dir), WS_URL=url)
+    assert "    fix: start the FlashHead service, or set OPENTALKING_FLASHHEAD_WS_URL to where it runs" in lines

@@ -73,7 +73,7 @@ def test_parallel_jobs_give_the_same_video(standin_url: str, avatar_png: Path, t
         out = tmp_path / f"out{jobs}.mp4"
         asyncio.run(render(source, avatar_png, out, jobs=jobs, progress=False, base_url=standin_url))
         with av.open(str(out)) as container:
-            outputs.append([f.to_ndarray(format="gray")[300:420, 180:330].mean() for f in container.decode(video=0)])
+            outputs.append([f.to_ndarray(format="gray")[250:330, 200:312].mean() for f in container.decode(video=0)])
     assert len(outputs[0]) == len(outputs[1]) == 150
     assert np.allclose(outputs[0], outputs[1], atol=2.0)  # same frames in the same order
 
@@ -214,3 +214,75 @@ def test_failed_run_leaves_no_partial_output(avatar_png: Path, tmp_path: Path, f
     code = main([*args, "--base-url", f"http://127.0.0.1:{free_port}", "-q"])
     assert code == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav"]
+
+
+def test_an_existing_output_is_kept_unless_forced(
+    standin_url: str, avatar_png: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "speech.wav"
+    sf.write(source, voice(1.0, 16000), 16000, subtype="PCM_16")
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"the user's earlier video")
+    args = [*render_args(source, avatar_png, out, "-q"), "--base-url", standin_url]
+    assert main(args) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: output {out} already exists; give --force to overwrite it, or another name"
+    )
+    assert out.read_bytes() == b"the user's earlier video"
+    assert main([*args, "--force"]) == 0
+    assert streams(out)[0] == 25
+
+
+def test_an_output_not_named_mp4_is_refused(avatar_png: Path, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "speech.wav"
+    sf.write(source, voice(1.0, 16000), 16000, subtype="PCM_16")
+    assert main(render_args(source, avatar_png, tmp_path / "out.mov", "-q")) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: output {tmp_path / 'out.mov'} does not end in .mp4, but render writes an MP4; name it out.mp4"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav"]
+
+
+def test_ws_url_names_the_service_as_for_the_client(
+    standin_url: str, avatar_png: Path, tmp_path: Path, free_port: int, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    source = tmp_path / "speech.wav"
+    sf.write(source, voice(1.0, 16000), 16000, subtype="PCM_16")
+    monkeypatch.delenv("OPENTALKING_FLASHHEAD_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_CHUNK_DEADLINE_SEC", "1")
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR", str(tmp_path / "shared"))
+    # A WS_URL where nothing listens fails the run: no stand-in is started in its place.
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_WS_URL", f"http://127.0.0.1:{free_port}")
+    assert main(render_args(source, avatar_png, tmp_path / "dead.mp4", "-q")) == 1
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{free_port}" in err and "STAND-IN" not in err
+    monkeypatch.setenv("OPENTALKING_FLASHHEAD_WS_URL", standin_url)
+    assert main(render_args(source, avatar_png, tmp_path / "out.mp4", "-q")) == 0
+    assert "No FlashHead service configured" not in capsys.readouterr().err
+    assert streams(tmp_path / "out.mp4")[0] == 25
+
+
+def test_preview_crop_writes_the_square_the_model_animates_and_warns(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    face = tmp_path / "small.png"
+    image = Image.new("RGBA", (300, 400), (200, 150, 120, 255))
+    image.putpixel((0, 0), (0, 0, 0, 0))
+    image.save(face)
+    crop = tmp_path / "crop.png"
+    assert main(["render", "--image", str(face), "--preview-crop", str(crop)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"{crop}: the 512×512 square of {face} that the model animates"
+    warnings = err.strip().splitlines()
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: the face image is 300×400: smaller than 512×512 on its short side")
+    assert warnings[1].startswith("warning: the face image has transparent pixels")
+    with Image.open(crop) as written:
+        assert written.size == (512, 512) and written.mode == "RGB"
+        assert written.getpixel((256, 256)) == (200, 150, 120)
+
+
+def test_a_large_opaque_face_gets_no_warning(tmp_path: Path, capsys) -> None:
+    example = Path(__file__).parents[1] / "examples" / "avatar.png"  # 512×512 RGB
+    assert main(["render", "--image", str(example), "--preview-crop", str(tmp_path / "crop.png")]) == 0
+    assert capsys.readouterr().err == ""
