@@ -204,19 +204,21 @@ async def test_close_cancels_the_job_in_flight_on_the_service(client_for, faulty
 
 
 async def test_shared_dir_does_not_grow_during_a_session(client_for, faulty, shared_dir, avatar_png) -> None:
-    """Row "storage hygiene": after every chunk, hiccups included, shared storage holds just the reference image."""
+    """Row "storage hygiene": after every chunk, hiccups included, shared storage holds just the
+    reference image and the session's lock file."""
     hiccups = ["503", "job_failed_leaving_clip", "truncated", "hang", "too_long", "empty", "job_failed", "ok", "ok"]
     client = client_for(timeout_sec=1.0, chunk_deadline_sec=3.0)
     await client.init_session(ref_image=avatar_png)
     (session,) = shared_dir.iterdir()
     (reference,) = session.glob("reference.*")
+    lock = session / storage.LOCK_NAME
     for i, fault in enumerate(hiccups):
         faulty.settle()  # a hung request has written its late clip by now: the next chunk must remove it
         faulty.script.append(fault)
         assert len(await client.generate(speech(seed=i))) == 28
         files = [p for p in shared_dir.rglob("*") if not p.is_dir()]
         dirs = {p.relative_to(session).as_posix() for p in session.rglob("*") if p.is_dir()}
-        assert files == [reference] and dirs <= {"out"}, (fault, sorted(shared_dir.rglob("*")))
+        assert sorted(files) == [lock, reference] and dirs <= {"out"}, (fault, sorted(shared_dir.rglob("*")))
     assert client.stats.retries == 7 and client.stats.still_chunks == 0
     await client.close()
     assert_clean(shared_dir, faulty)
