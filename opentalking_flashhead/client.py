@@ -45,8 +45,7 @@ class _Session:
     tells other processes it is live, and its clock."""
 
     name: str
-    dir: Path
-    #: ``dir`` below the shared root, for removals that must not follow a symlink the service made.
+    #: Below the shared root: nothing below it is reached through a symlink the service made.
     place: Place
     lock: int
     reference_remote: str
@@ -274,22 +273,19 @@ class FlashHeadClient:
         assert self._locator is not None
         settings, paths = self.settings, self._locator.paths
         name = f"{storage.SESSION_PREFIX}{uuid.uuid4().hex[:12]}"
-        directory = settings.shared_local_dir / name
+        place = Place(settings.shared_local_dir, PurePosixPath(name))
         root = settings.output_root
-        output_remote = f"{root}/{name}" if root else paths.to_remote(directory / "out")
+        output_remote = f"{root}/{name}" if root else paths.to_remote(place.path / "out")
         storage.sweep_stale_sessions(settings.shared_local_dir)
         output_root = paths.locate(root) if root else None
         if output_root is not None:
-            storage.sweep_stale_sessions(output_root.root / output_root.rel, locks=settings.shared_local_dir)
-        place = Place(settings.shared_local_dir, PurePosixPath(name))
+            storage.sweep_stale_sessions(output_root.path, locks=settings.shared_local_dir)
         lock: int | None = None
         try:
-            directory.mkdir(parents=True)
-            lock = storage.lock_session(directory)
-            reference = directory / f"reference{face.suffix}"
-            partial = directory / f".reference{face.suffix}.partial"
-            partial.write_bytes(face.data)
-            partial.replace(reference)
+            place.path.mkdir(parents=True)
+            lock = storage.lock_session(place)
+            reference = place / f"reference{face.suffix}"
+            confined.write_file(reference, face.data)
             if settings.save_dir is not None:
                 settings.save_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -297,13 +293,11 @@ class FlashHeadClient:
                 os.close(lock)
             confined.remove(place)
             raise ConfigError(
-                f"cannot write {exc.filename}: {exc.strerror}; set {env_name('shared_local_dir')} "
+                f"cannot write the session's files in {place}: {exc.strerror}; set {env_name('shared_local_dir')} "
                 f"(and {env_name('save_dir')}) to writable directories"
             ) from exc
         output_local = paths.locate(output_remote)
-        return _Session(
-            name, directory, place, lock, paths.to_remote(reference), output_remote, output_local, face.still
-        )
+        return _Session(name, place, lock, paths.to_remote(reference.path), output_remote, output_local, face.still)
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""
@@ -334,10 +328,10 @@ def _write_audio(session: _Session, chunk: str, samples: np.ndarray) -> Path:
     """The chunk's WAV in the session's directory; a full or read-only disk, or the directory
     removed under us, is a :class:`ConfigError` naming the setting, never a bare ``OSError``."""
     try:
-        return audio.write_wav(session.dir / f"chunk-{chunk}.wav", samples, SAMPLE_RATE)
+        return audio.write_wav(session.place / f"chunk-{chunk}.wav", samples, SAMPLE_RATE)
     except OSError as exc:
         raise ConfigError(
-            f"cannot write the chunk's audio to {exc.filename or session.dir}: {exc.strerror}; free space there, "
+            f"cannot write the chunk's audio in {session.place}: {exc.strerror}; free space there, "
             f"or set {env_name('shared_local_dir')} to a writable directory the service shares"
         ) from exc
 

@@ -36,8 +36,13 @@ class Place:
     def __truediv__(self, name: str) -> Place:
         return Place(self.root, self.rel / name)
 
+    @property
+    def path(self) -> Path:
+        """The same place as a plain path: for messages, and for the service, which follows its links."""
+        return self.root / self.rel
+
     def __str__(self) -> str:
-        return str(self.root / self.rel)
+        return str(self.path)
 
 
 @contextmanager
@@ -64,6 +69,24 @@ def read_file(place: Place, limit: int) -> bytes:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(place))
         return file.read(limit + 1)
+
+
+def write_file(place: Place, data: bytes | memoryview) -> None:
+    """Write the file ``place`` atomically: a hidden sibling first, then a rename, so a reader over
+    a network mount never sees half of it; both within its directory's descriptor."""
+    partial = f".{place.rel.name}.partial"
+    with opened_dir(Place(place.root, place.rel.parent)) as parent:
+        fd = os.open(
+            partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=parent
+        )
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(partial, place.rel.name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(partial, dir_fd=parent)
+            raise
 
 
 def remove(place: Place) -> bool:

@@ -49,15 +49,19 @@ def write_error(directory: Path) -> str | None:
         return exc.strerror or str(exc)
 
 
-def lock_session(directory: Path) -> int:
+def lock_session(session: Place) -> int:
     """Create the lock file of a new session directory and hold it: the descriptor to close when
     the session ends (the process ending closes it too)."""
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    path = session.path / LOCK_NAME
+    with confined.opened_dir(session) as directory:
+        fd = os.open(
+            LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory
+        )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as exc:  # a file system without flock: say which file
         os.close(fd)
-        raise
+        raise OSError(exc.errno, f"cannot lock it ({exc.strerror})", str(path)) from exc
     return fd
 
 

@@ -599,15 +599,16 @@ def _fill(directory: Path) -> Path:
     return filler
 
 
-def _read_only(write_bytes: Callable[[Path, bytes], int], below: Path) -> Callable[[Path, bytes], int]:
-    """``Path.write_bytes`` failing with EROFS below ``below``, as on a file system remounted read-only."""
+def _read_only(real_open: Callable[..., int]) -> Callable[..., int]:
+    """``os.open`` refusing to create a file relative to a directory descriptor (as shared storage
+    is written) with EROFS, as on a file system remounted read-only."""
 
-    def write(path: Path, data: bytes) -> int:
-        if below in path.parents:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-        return write_bytes(path, data)
+    def refusing(path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if dir_fd is not None and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
 
-    return write
+    return refusing
 
 
 @pytest.mark.parametrize("trouble", ["disk_full", "read_only", "session_dir_removed"])
@@ -624,7 +625,7 @@ async def test_storage_trouble_raises_our_error_naming_the_setting(
     if trouble == "disk_full":
         filler = _fill(small_disk)
     elif trouble == "read_only":  # the kernel refuses remount,ro while the session's lock is open for writing
-        monkeypatch.setattr(Path, "write_bytes", _read_only(Path.write_bytes, shared))
+        monkeypatch.setattr(os, "open", _read_only(os.open))
     else:
         shutil.rmtree(next(shared.iterdir()))
     with pytest.raises(ConfigError, match="OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR") as raised:
