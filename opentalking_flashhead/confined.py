@@ -66,9 +66,10 @@ def read_file(place: Place, limit: int) -> bytes:
     with opened_dir(Place(place.root, place.rel.parent)) as parent:
         fd = os.open(place.rel.name, _FILE, dir_fd=parent)
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(place))
-        return file.read(limit + 1)
+        return file.read(min(info.st_size, limit) + 1)  # no buffer of ``limit`` bytes for a small clip
 
 
 def write_file(place: Place, data: bytes | memoryview) -> None:
