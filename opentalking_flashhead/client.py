@@ -355,4 +355,5 @@ def _save(clip: Path, target: Path) -> None:
 
 
 def _no_room(exc: OSError, setting: str) -> str:
-    return f"cannot write {exc.filename}: {exc.strerror}; free space there, or set {setting} to a writable directory"
+    where = exc.filename or f"the directory {setting} names"
+    return f"cannot write {where}: {exc.strerror}; free space there, or set {setting} to a writable directory"

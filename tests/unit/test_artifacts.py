@@ -164,3 +164,27 @@ async def test_the_api_key_goes_to_the_service_only(tmp_path: Path) -> None:
     await loc.fetch(ClipRef(path="/srv/out/s/a.mp4"), tmp_path / "a.mp4", within="/srv/out/s")
     await loc.fetch(ClipRef(url="http://svc:1/b.mp4"), tmp_path / "b.mp4", within="/srv/out/s")
     assert seen == {"files": None, "svc": "Bearer sekrit"}
+
+
+async def test_a_file_server_on_the_service_s_origin_gets_no_key_either(tmp_path: Path) -> None:
+    """OUTPUT_BASE_URL on the service's own origin: what lies under it is the file server's."""
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = request.headers.get("authorization")
+        return httpx.Response(200, content=b"clip")
+
+    settings = Settings.load(
+        overrides={
+            "base_url": "http://svc:1",
+            "shared_local_dir": str(tmp_path / "local"),
+            "api_key": "sekrit",
+            "output_base_url": "http://svc:1/outputs",
+        },
+        environ={},
+    )
+    headers = {"Authorization": "Bearer sekrit"}
+    loc = ClipLocator(settings, httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers))
+    await loc.fetch(ClipRef(url="http://svc:1/outputs/a.mp4"), tmp_path / "a.mp4", within="/srv/out")
+    await loc.fetch(ClipRef(url="http://svc:1/outputsx/b.mp4"), tmp_path / "b.mp4", within="/srv/out")
+    assert seen == {"/outputs/a.mp4": None, "/outputsx/b.mp4": "Bearer sekrit"}
