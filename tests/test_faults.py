@@ -457,20 +457,23 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("answer", ["valid", "503"])
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("what", ["chunk", "root"])
+@pytest.mark.parametrize("layout", ["in_session_dir", "output_dir_mapped"])
 async def test_symlink_swapped_in_never_leads_outside_the_chunk_dir(
-    client_for, faulty, shared_dir, avatar_png, what, when, answer
+    client_for, faulty, shared_dir, tmp_path, avatar_png, layout, what, when, answer
 ) -> None:
     """Row "symlink swap": the service puts a symlink to another session's files in place of the
-    chunk's output dir or the session's output root, before or after answering, with a clip or a
-    503. Nothing there is read (its 320×240 clip would be a DecodeError) or deleted, by the clip
-    lookup, the per-chunk clean-up or close()."""
+    chunk's output dir or the session's output root (``session-…/out``, or ``OUTPUT_LOCAL_DIR/session-…``),
+    before or after answering, with a clip or a 503. Nothing there is read (its 320×240 clip would
+    be a DecodeError) or deleted, by the clip lookup, the per-chunk clean-up or close()."""
+    outputs = tmp_path / "outputs"
+    mapped = {"output_remote_dir": str(outputs), "output_local_dir": str(outputs)}
     victim = shared_dir / "session-other" / "out"
     (victim / "000001").mkdir(parents=True)
     write_small_clip(victim / "000001" / "clip.mp4")
     (victim / "keep.txt").write_text("another session's file")
     before = snapshot(victim)
     faulty.victim = victim
-    client = client_for()
+    client = client_for(**(mapped if layout == "output_dir_mapped" else {}))
     await client.init_session(ref_image=avatar_png)
     faulty.script.extend([f"swap_{what}_{when}_{answer}"] * 20)
     try:
@@ -488,6 +491,7 @@ async def test_symlink_swapped_in_never_leads_outside_the_chunk_dir(
     await client.close()
     assert snapshot(victim) == before
     assert sorted(p.name for p in shared_dir.iterdir()) == ["session-other"]
+    assert not outputs.exists() or list(outputs.iterdir()) == []
 
 
 async def test_output_base_url_on_the_service_origin_never_gets_the_api_key(
