@@ -2,8 +2,9 @@
 
 OmniRT never moves bytes: it answers with a path on *its* filesystem. Deployments bridge that
 with a shared mount (seen under different prefixes on each side), inline base64, or a file
-server in front of the output dir. The service is not trusted here: a path must land inside our
-configured roots after resolving symlinks, and a URL must point at an origin we were told about.
+server in front of the output dir. The service is not trusted here: a path must lie inside the
+chunk's output dir and is read without following any symlink below our configured roots, and a URL
+must point at an origin we were told about.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from opentalking_flashhead import confined
+from opentalking_flashhead.confined import Place
 from opentalking_flashhead.errors import ClipUnreadable, DecodeError
 from opentalking_flashhead.settings import Settings, env_name
 
@@ -115,19 +118,13 @@ class PathMap:
         rel = local.relative_to(self.settings.shared_local_dir)
         return str(PurePosixPath(self.settings.shared_remote_dir) / rel.as_posix())
 
-    def to_local(self, remote: str) -> Path | None:
-        """Our path for a service path, or None when no configured mapping covers it."""
+    def locate(self, remote: str) -> Place | None:
+        """Our place for a service path, or None when no configured mapping covers it. Nothing is
+        resolved: below the configured root, :mod:`.confined` follows no symlink."""
         for remote_root, local_root in self.mappings:
             rel = _under(remote, remote_root)
-            if rel is None:
-                continue
-            root = local_root.resolve()
-            candidate = (local_root / rel).resolve()
-            if candidate != root and root not in candidate.parents:
-                raise ClipUnreadable(
-                    f"clip path {remote!r} resolves to {candidate}, outside {root}; refusing to read it"
-                )
-            return candidate
+            if rel is not None:
+                return Place(local_root, PurePosixPath(rel))
         return None
 
 
@@ -145,11 +142,12 @@ class ClipLocator:
             self.origins.add(_origin(settings.output_base_url))
 
     async def fetch(self, ref: ClipRef, dest: Path, within: str) -> Path:
-        """A readable local file for ``ref``: where the mapping finds it, else ``dest`` written here.
+        """``dest``, holding the clip ``ref`` names: copied from where the mapping finds it,
+        downloaded, or decoded from inline data. ``dest`` should lie outside shared storage.
 
         ``within`` is the output dir the request named (as the service sees it): a clip by path
-        must lie inside it, after resolving symlinks, so a service cannot make us read (and then
-        delete) any other file.
+        must lie inside it and is copied to ``dest`` through descriptors that follow no symlink, so
+        a service cannot make us read (or, cleaning up, delete) any other file.
         """
         if ref.data_b64 is not None:
             if len(ref.data_b64) * 3 // 4 > self.max_bytes:
@@ -167,18 +165,31 @@ class ClipLocator:
                 f"the service named the clip {ref.path!r}, outside the output_dir {within!r} the request asked "
                 "for; refusing to read it"
             )
-        local = self.paths.to_local(ref.path)
-        if local is not None and local.is_file():
-            folder = self.paths.to_local(within)
-            if folder is None or folder not in local.parents:
-                raise ClipUnreadable(
-                    f"the clip {ref.path!r} resolves to {local}, outside {folder}; refusing to read it"
-                )
-            return local
+        place = self.paths.locate(ref.path)
+        data = self._read(place, ref.path) if place is not None else None
+        if data is not None:
+            dest.write_bytes(data)
+            return dest
         if self.settings.output_base_url:
             return await self._download(self._url_for(ref.path), dest)
-        where = f" (looked at {local})" if local else ""
+        where = f" (looked at {place})" if place else ""
         raise ClipUnreadable(f"the clip {ref.path!r} is not readable from this machine{where}; {_FIX}")
+
+    def _read(self, place: Place, remote: str) -> bytes | None:
+        """The clip's bytes, or None when it is not there; never through a symlink below the root,
+        so nothing outside the chunk's own output dir is read, whatever the service swaps meanwhile."""
+        try:
+            data = confined.read_file(place, self.max_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ClipUnreadable(
+                f"the clip {remote!r} is not a plain file inside the output dir the request named ({exc.strerror}: "
+                "a symlink on the way, or no regular file); refusing to read anything outside it"
+            ) from exc
+        if len(data) > self.max_bytes:
+            raise ClipUnreadable(self._too_big(len(data), remote))
+        return data
 
     def _url_for(self, remote: str) -> str:
         base = self.settings.output_base_url
@@ -196,7 +207,7 @@ class ClipLocator:
                 f"{env_name('output_base_url')}'s"
             )
         request = self.http.build_request("GET", url)
-        if _origin(url) != self.service_origin:  # the API key is the service's; a file server never sees it
+        if not self._keyed(url):
             request.headers.pop("Authorization", None)
         size = 0
         try:
@@ -220,6 +231,14 @@ class ClipLocator:
             dest.unlink(missing_ok=True)
             raise
         return dest
+
+    def _keyed(self, url: str) -> bool:
+        """Whether a download may carry the API key: the key is the service's, and a file server
+        (anything under ``OUTPUT_BASE_URL``, on the service's origin or not) never sees it."""
+        base = self.settings.output_base_url
+        if base and (url == base or url.startswith(base.rstrip("/") + "/")):
+            return False
+        return _origin(url) == self.service_origin
 
     def _too_big(self, size: int, url: str = "inline data") -> str:
         return (

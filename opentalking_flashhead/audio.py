@@ -1,17 +1,20 @@
 """PCM chunks in, WAV files in shared storage out.
 
 The service reads the WAV by path, possibly over a network mount, the moment it gets the
-request; so the file appears under its final name only when complete.
+request; so the file appears under its final name only when complete, written through
+:mod:`.confined` so that no symlink the service put in shared storage redirects it.
 """
 
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from opentalking_flashhead import confined
+from opentalking_flashhead.confined import Place
 
 
 def to_int16(pcm: object) -> np.ndarray:
@@ -34,22 +37,16 @@ def to_int16(pcm: object) -> np.ndarray:
     raise ValueError(f"audio chunk must be int16 or float32/float64 in [-1, 1], got dtype {pcm.dtype}")
 
 
-def write_wav(path: Path, pcm: np.ndarray, sample_rate: int) -> Path:
-    """Write 16-bit mono WAV atomically: a temporary sibling first, then a rename.
+def write_wav(place: Place, pcm: np.ndarray, sample_rate: int) -> Path:
+    """Write 16-bit mono WAV atomically (:func:`.confined.write_file`); its path.
 
     The file is encoded in memory and written in one call: half the cost of letting libsndfile
     write the file itself, on the path of every chunk.
     """
     encoded = io.BytesIO()
     sf.write(encoded, pcm, sample_rate, subtype="PCM_16", format="WAV")
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_bytes(encoded.getbuffer())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    confined.write_file(place, encoded.getbuffer())
+    return place.path
 
 
 def load_speech(path: Path, sample_rate: int) -> np.ndarray:

@@ -8,21 +8,25 @@ init_session(ref_image, **anything) → generate(pcm)* → close(), and again af
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import os
 import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from opentalking_flashhead import audio, storage, video
+from opentalking_flashhead import audio, confined, storage, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
-from opentalking_flashhead.errors import ConfigError, FlashHeadError, ServiceUnavailable
+from opentalking_flashhead.confined import Place
+from opentalking_flashhead.errors import ClipUnreadable, ConfigError, FlashHeadError, ServiceUnavailable
 from opentalking_flashhead.host.frames import VideoFrameData
 from opentalking_flashhead.reference import Reference, read_reference
 from opentalking_flashhead.service import RETRY_BACKOFF, ServiceClient, Stats
@@ -37,15 +41,18 @@ MAX_FRAME_FACTOR = 4
 
 @dataclass
 class _Session:
-    """What one init_session … close span owns: its directory in shared storage and its clock."""
+    """What one init_session … close span owns: its directory in shared storage, the lock that
+    tells other processes it is live, and its clock."""
 
     name: str
-    dir: Path
+    #: Below the shared root: nothing below it is reached through a symlink the service made.
+    place: Place
+    lock: int
     reference_remote: str
     #: Where this session's chunks get their own output dirs, as the service sees it and (when a
     #: mapping covers it) as we do.
     output_remote: str
-    output_local: Path | None
+    output_local: Place | None
     still: np.ndarray
     clock: FrameClock = field(default_factory=lambda: FrameClock(FPS, SAMPLE_RATE))
     chunks: int = 0
@@ -152,6 +159,7 @@ class FlashHeadClient:
         try:
             return await task
         except asyncio.CancelledError:
+            session.abandoned = True  # the host cancelled us: the job may still write its clip
             if task in self._aborted:
                 raise FlashHeadError("the session was closed while this chunk was generating") from None
             task.cancel()
@@ -181,8 +189,8 @@ class FlashHeadClient:
         self.stats.chunks += 1
         deadline = time.monotonic() + self.settings.chunk_deadline_sec
         chunk = f"{index:06d}"
+        wav = _write_audio(session, chunk, samples)
         session.inflight.add(chunk)
-        wav = audio.write_wav(session.dir / f"chunk-{chunk}.wav", samples, SAMPLE_RATE)
         first_failure: FlashHeadError | None = None  # what started the trouble; later ones may be mere timeouts
         try:
             for attempt in itertools.count():
@@ -203,7 +211,7 @@ class FlashHeadClient:
                     log.warning("FlashHead chunk %d failed (%s); retrying in %.2f s", index, exc, pause)
                     await asyncio.sleep(pause)
         finally:
-            wav.unlink(missing_ok=True)
+            confined.remove(session.place / wav.name)
             session.inflight.discard(chunk)
             _remove_outputs(session)
         shown = fit(images, due) if due > 0 else []
@@ -228,18 +236,15 @@ class FlashHeadClient:
             },
             deadline,
         )
-        clip: Path | None = None
-        try:
-            clip = await self._locator.fetch(find_clip(body), session.dir / f"clip-{chunk}.mp4", within=output_dir)
+        ref = find_clip(body)
+        with _private_dir() as private:  # outside shared storage, where the service cannot swap anything
+            clip = await self._locator.fetch(ref, private / f"clip-{chunk}.mp4", within=output_dir)
             limit = MAX_FRAME_FACTOR * max(1, round(samples * FPS / SAMPLE_RATE))
             size, service = (self.width, self.height), self.settings.base_url
             images = await asyncio.to_thread(video.decode_bgr, clip, size=size, max_frames=limit, service=service)
             if self.settings.save_dir is not None:
-                shutil.copyfile(clip, self.settings.save_dir / f"{session.name}-{chunk}.mp4")
+                _save(clip, self.settings.save_dir / f"{session.name}-{chunk}.mp4")
             return images
-        finally:
-            if clip is not None:  # inside the chunk's own output dir, or our own download
-                clip.unlink(missing_ok=True)
 
     def _still_for(self, session: _Session, cause: FlashHeadError) -> np.ndarray:
         """The frame that covers a chunk which could not be generated in time, or the error itself."""
@@ -262,28 +267,31 @@ class FlashHeadClient:
         assert self._locator is not None
         settings, paths = self.settings, self._locator.paths
         name = f"{storage.SESSION_PREFIX}{uuid.uuid4().hex[:12]}"
-        directory = settings.shared_local_dir / name
+        place = Place(settings.shared_local_dir, PurePosixPath(name))
         root = settings.output_root
-        output_remote = f"{root}/{name}" if root else paths.to_remote(directory / "out")
-        for stale_root in (settings.shared_local_dir, paths.to_local(root) if root else None):
-            if stale_root is not None:
-                storage.sweep_stale_sessions(stale_root)
+        output_remote = f"{root}/{name}" if root else paths.to_remote(place.path / "out")
+        storage.sweep_stale_sessions(settings.shared_local_dir)
+        output_root = paths.locate(root) if root else None
+        if output_root is not None:
+            storage.sweep_stale_sessions(output_root.path, locks=settings.shared_local_dir)
+        lock: int | None = None
         try:
-            directory.mkdir(parents=True)
-            reference = directory / f"reference{face.suffix}"
-            partial = directory / f".reference{face.suffix}.partial"
-            partial.write_bytes(face.data)
-            partial.replace(reference)
+            place.path.mkdir(parents=True)
+            lock = storage.lock_session(place)
+            reference = place / f"reference{face.suffix}"
+            confined.write_file(reference, face.data)
             if settings.save_dir is not None:
                 settings.save_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            shutil.rmtree(directory, ignore_errors=True)
+            if lock is not None:
+                os.close(lock)
+            confined.remove(place)
             raise ConfigError(
-                f"cannot write {exc.filename}: {exc.strerror}; set {env_name('shared_local_dir')} "
+                f"cannot write the session's files in {place}: {exc.strerror}; set {env_name('shared_local_dir')} "
                 f"(and {env_name('save_dir')}) to writable directories"
             ) from exc
-        output_local = paths.to_local(output_remote)
-        return _Session(name, directory, paths.to_remote(reference), output_remote, output_local, face.still)
+        output_local = paths.locate(output_remote)
+        return _Session(name, place, lock, paths.to_remote(reference.path), output_remote, output_local, face.still)
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""
@@ -294,9 +302,10 @@ class FlashHeadClient:
         abandoned = bool(self._inflight)
         await asyncio.gather(*self._inflight, return_exceptions=True)
         if session is not None:
-            paths = [session.dir] + ([session.output_local] if session.output_local else [])
+            places = [session.place] + ([session.output_local] if session.output_local else [])
             linger = max(self.settings.timeout_sec, storage.LINGER_MIN_SEC) if abandoned or session.abandoned else 0.0
-            storage.remove_lingering(paths, linger)
+            storage.remove_lingering(places, linger)
+            os.close(session.lock)
 
 
 def _remove_outputs(session: _Session) -> None:
@@ -305,8 +314,40 @@ def _remove_outputs(session: _Session) -> None:
     That includes what a job abandoned at its deadline wrote later, so shared storage never
     grows across a session.
     """
-    if session.output_local is None or not session.output_local.is_dir():
-        return
-    for entry in session.output_local.iterdir():
-        if entry.name not in session.inflight:
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+    if session.output_local is not None:
+        confined.remove_children(session.output_local, keep=session.inflight)
+
+
+def _write_audio(session: _Session, chunk: str, samples: np.ndarray) -> Path:
+    """The chunk's WAV in the session's directory; a full or read-only disk, or the directory
+    removed under us, is a :class:`ConfigError` naming the setting, never a bare ``OSError``."""
+    try:
+        return audio.write_wav(session.place / f"chunk-{chunk}.wav", samples, SAMPLE_RATE)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the chunk's audio in {session.place}: {exc.strerror}; free space there, "
+            f"or set {env_name('shared_local_dir')} to a writable directory the service shares"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _private_dir() -> Iterator[Path]:
+    """A temporary directory of this process for one clip; our temp disk failing while the clip is
+    copied there (full, read-only) is retried like a hiccup."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="flashhead-clip-") as private:
+            yield Path(private)
+    except OSError as exc:
+        raise ClipUnreadable(_no_room(exc, "TMPDIR"), retryable=True) from exc
+
+
+def _save(clip: Path, target: Path) -> None:
+    try:
+        shutil.copyfile(clip, target)
+    except OSError as exc:
+        raise ConfigError(_no_room(exc, env_name("save_dir"))) from exc
+
+
+def _no_room(exc: OSError, setting: str) -> str:
+    where = exc.filename or f"the directory {setting} names"
+    return f"cannot write {where}: {exc.strerror}; free space there, or set {setting} to a writable directory"

@@ -4,8 +4,13 @@ It speaks the protocol (health, models, sync and async generate, jobs, clip file
 real stand-in clips, but each generate request takes the next fault from ``FaultService.script``
 ("ok" once the script is empty). It records what a test needs to see: the jobs it left running
 (``stuck``), the jobs a client asked about (``polled``), the ``DELETE /v1/jobs/{id}`` it received
-(``cancelled``), and the generate requests still being answered (``active``: a hung one finishes,
-and writes its clip, after the client gave up).
+(``cancelled``), the generate requests still being answered (``active``: a hung one finishes,
+and writes its clip, after the client gave up), the symlinks it swapped in (``swaps``), and the
+``Authorization`` header of every download from its file server (``downloads``).
+
+Faults named ``swap_{chunk|root}_{before|after}_{valid|503}`` put a symlink to ``victim`` in place
+of the chunk's output dir or the session's output root, before or after answering, with a clip or
+a 503; ``served`` answers with a URL on the service's own file server, ``/outputs/``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.background import BackgroundTask
 
 from opentalking_flashhead.standin.clip import render_clip
 
@@ -48,6 +54,13 @@ FAULTS = (
     "foreign_url",
     "oversized",
     "redirect",
+    "served",
+    *(
+        f"swap_{what}_{when}_{answer}"
+        for what in ("chunk", "root")
+        for when in ("before", "after")
+        for answer in ("valid", "503")
+    ),
 )
 
 
@@ -64,6 +77,9 @@ class FaultService:
         self.stuck: list[str] = []
         self.polled: set[str] = set()
         self.cancelled: list[str] = []
+        self.victim: Path | None = None
+        self.swaps = 0
+        self.downloads: list[str | None] = []
         self.base_url = ""
         self.app = self._build()
 
@@ -73,6 +89,9 @@ class FaultService:
         self.stuck.clear()
         self.polled.clear()
         self.cancelled.clear()
+        self.victim = None
+        self.swaps = 0
+        self.downloads.clear()
 
     def settle(self, timeout: float = 30.0) -> None:
         """Block until no generate request is being answered any more (hung ones included)."""
@@ -116,6 +135,11 @@ class FaultService:
             return self._artifact(url=f"http://127.0.0.2:9/{clip.name}")
         elif fault in ("oversized", "redirect"):
             return self._artifact(url=f"{self.base_url}/files/{fault}")
+        elif fault == "served":
+            served = self.workdir / "served"
+            served.mkdir(exist_ok=True)
+            render_clip(Path(inputs["image"]), audio, served / clip.name)
+            return self._artifact(url=f"{self.base_url}/outputs/{clip.name}")
         elif fault == "own_reference":  # the client's own input, which it must neither read as a clip nor delete
             return self._artifact(inputs["image"])
         elif fault == "wrong_size":
@@ -132,6 +156,44 @@ class FaultService:
             write_clip(partial, **CANNED[fault])
             partial.replace(path)
         return path
+
+    def swap(self, what: str, output_dir: Path) -> None:
+        """Put a symlink to ``victim`` in place of the chunk's output dir (``what="chunk"``) or the
+        session's output root (``"root"``), moving a real directory there out of the way."""
+        assert self.victim is not None, "set FaultService.victim before scripting a swap"
+        target, victim = (
+            (output_dir, self.victim / output_dir.name) if what == "chunk" else (output_dir.parent, self.victim)
+        )
+        if target.is_symlink():
+            return
+        if target.exists():
+            target.replace(self.workdir / f"moved-{uuid.uuid4().hex[:8]}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(victim, target_is_directory=True)
+        self.swaps += 1
+
+    async def swapping(self, fault: str, body: dict[str, Any]) -> Response:
+        """Answer a ``swap_*`` fault: a clip at ``output_dir/clip.mp4`` (or a 503), the swap done
+        before the answer or just after it is sent."""
+        _, what, when, answer = fault.split("_")
+        output_dir = Path(body["config"]["output_dir"])
+        if answer == "503":
+            content: Any = "Service Unavailable"
+        else:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            inputs = body["inputs"]
+            await asyncio.to_thread(render_clip, Path(inputs["image"]), Path(inputs["audio"]), output_dir / "clip.mp4")
+            content = self._artifact(str(output_dir / "clip.mp4"))
+            if body.get("async_run"):
+                job_id = str(uuid.uuid4())
+                self.jobs[job_id] = {"id": job_id, "state": "succeeded", "error": None, "result": content}
+                content = {"id": job_id, "state": "queued"}
+        if when == "before":
+            await asyncio.to_thread(self.swap, what, output_dir)
+        after = BackgroundTask(self.swap, what, output_dir) if when == "after" else None
+        if answer == "503":
+            return PlainTextResponse(content, status_code=503, background=after)
+        return JSONResponse(content, background=after)
 
     @staticmethod
     def deliver(result: dict[str, Any], output_dir: Path) -> dict[str, Any]:
@@ -172,6 +234,8 @@ class FaultService:
                 return PlainTextResponse("Internal Server Error", status_code=500)
             if fault == "503":
                 return PlainTextResponse("Service Unavailable", status_code=503)
+            if fault.startswith("swap_"):
+                return await self.swapping(fault, body)
             inputs, async_run = body["inputs"], bool(body.get("async_run"))
             output_dir = Path(body.get("config", {}).get("output_dir") or self.workdir / "out")
             job_id = str(uuid.uuid4())
@@ -213,6 +277,12 @@ class FaultService:
             self.cancelled.append(job_id)  # like OmniRT, a job that has started runs on regardless
             record = self.jobs.get(job_id)
             return record if record else JSONResponse({"detail": "Job not found"}, status_code=404)
+
+        @app.get("/outputs/{name}")
+        async def outputs(name: str, request: Request) -> Response:
+            """A file server for the output dir, on the service's own origin (``OUTPUT_BASE_URL``)."""
+            self.downloads.append(request.headers.get("authorization"))
+            return FileResponse(self.workdir / "served" / Path(name).name, media_type="video/mp4")
 
         @app.get("/files/{name}")
         async def files(name: str) -> Response:

@@ -8,22 +8,29 @@ the chunk's frame count (at most MAX_STILL_CHUNKS in a row); nothing is ever lef
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import re
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rss
-from faultservice import FaultService
+from faultservice import FaultService, write_clip
 
 from opentalking_flashhead import FlashHeadClient, storage
 from opentalking_flashhead.errors import (
     ClipUnreadable,
+    ConfigError,
     DecodeError,
     FlashHeadError,
     GenerationFailed,
@@ -205,19 +212,21 @@ async def test_close_cancels_the_job_in_flight_on_the_service(client_for, faulty
 
 
 async def test_shared_dir_does_not_grow_during_a_session(client_for, faulty, shared_dir, avatar_png) -> None:
-    """Row "storage hygiene": after every chunk, hiccups included, shared storage holds just the reference image."""
+    """Row "storage hygiene": after every chunk, hiccups included, shared storage holds just the
+    reference image and the session's lock file."""
     hiccups = ["503", "job_failed_leaving_clip", "truncated", "hang", "too_long", "empty", "job_failed", "ok", "ok"]
     client = client_for(timeout_sec=1.0, chunk_deadline_sec=3.0)
     await client.init_session(ref_image=avatar_png)
     (session,) = shared_dir.iterdir()
     (reference,) = session.glob("reference.*")
+    lock = session / storage.LOCK_NAME
     for i, fault in enumerate(hiccups):
         faulty.settle()  # a hung request has written its late clip by now: the next chunk must remove it
         faulty.script.append(fault)
         assert len(await client.generate(speech(seed=i))) == 28
         files = [p for p in shared_dir.rglob("*") if not p.is_dir()]
         dirs = {p.relative_to(session).as_posix() for p in session.rglob("*") if p.is_dir()}
-        assert files == [reference] and dirs <= {"out"}, (fault, sorted(shared_dir.rglob("*")))
+        assert sorted(files) == [lock, reference] and dirs <= {"out"}, (fault, sorted(shared_dir.rglob("*")))
     assert client.stats.retries == 7 and client.stats.still_chunks == 0
     await client.close()
     assert_clean(shared_dir, faulty)
@@ -464,3 +473,206 @@ async def test_load_eight_sessions_with_flaky_service(tmp_path, avatar_png, caps
     )
     assert retries > 0 and requests == sessions * chunks + retries
     assert list(shared.iterdir()) == []
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file below ``directory`` (symlinks not followed) and its bytes."""
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+@pytest.mark.parametrize("answer", ["valid", "503"])
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("what", ["chunk", "root"])
+@pytest.mark.parametrize("layout", ["in_session_dir", "output_dir_mapped"])
+async def test_symlink_swapped_in_never_leads_outside_the_chunk_dir(
+    client_for, faulty, shared_dir, tmp_path, avatar_png, layout, what, when, answer
+) -> None:
+    """Row "symlink swap": the service puts a symlink to another session's files in place of the
+    chunk's output dir or the session's output root (``session-…/out``, or ``OUTPUT_LOCAL_DIR/session-…``),
+    before or after answering, with a clip or a 503. Nothing there is read (its 320×240 clip would
+    be a DecodeError) or deleted, by the clip lookup, the per-chunk clean-up or close()."""
+    outputs = tmp_path / "outputs"
+    mapped = {"output_remote_dir": str(outputs), "output_local_dir": str(outputs)}
+    victim = shared_dir / "session-other" / "out"
+    (victim / "000001").mkdir(parents=True)
+    write_clip(victim / "000001" / "clip.mp4")
+    (victim / "keep.txt").write_text("another session's file")
+    before = snapshot(victim)
+    faulty.victim = victim
+    client = client_for(**(mapped if layout == "output_dir_mapped" else {}))
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend([f"swap_{what}_{when}_{answer}"] * 20)
+    try:
+        frames = await client.generate(speech())
+    except ClipUnreadable as exc:  # a clip answered: refused when the swap came first
+        assert answer == "valid" and "symlink on the way" in str(exc)
+    else:
+        assert (answer, when) != ("valid", "before")  # that clip lies behind the symlink: never read
+        assert len(frames) == 28 and all(f.data.shape == (512, 512, 3) for f in frames)
+    for _ in range(250):  # an "after" swap lands once the answer is sent
+        if faulty.swaps:
+            break
+        await asyncio.sleep(0.02)
+    assert faulty.swaps >= 1
+    await client.close()
+    assert snapshot(victim) == before
+    assert sorted(p.name for p in shared_dir.iterdir()) == ["session-other"]
+    assert not outputs.exists() or list(outputs.iterdir()) == []
+
+
+async def test_output_base_url_on_the_service_origin_never_gets_the_api_key(
+    client_for, faulty, shared_dir, avatar_png
+) -> None:
+    """Row "file server on the service's origin": downloads from OUTPUT_BASE_URL carry no API key,
+    even when it is the service's own origin; the service's own requests do."""
+    client = client_for(api_key="sekrit-service-key", output_base_url=f"{faulty.base_url}/outputs")
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.append("served")
+    assert len(await client.generate(speech())) == 28
+    assert faulty.downloads == [None]
+    await client.close()
+    assert_clean(shared_dir, faulty)
+
+
+async def test_host_cancelling_a_chunk_then_closing_leaves_no_late_clip(
+    client_for, faulty, shared_dir, avatar_png
+) -> None:
+    """Row "cancelled by the host": OpenTalking cancels the task running generate() on an interrupt,
+    then calls close(); the clip the hung job writes afterwards is removed too."""
+    client = client_for(chunk_deadline_sec=30.0)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.append("hang")
+    pending = asyncio.ensure_future(client.generate(speech()))
+    for _ in range(250):  # until the service holds the request
+        if faulty.active:
+            break
+        await asyncio.sleep(0.02)
+    assert faulty.active
+    pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pending
+    await client.close()
+    await assert_clean_after_late_writes(shared_dir, faulty)
+
+
+_HOLDER = """
+import asyncio, sys
+from opentalking_flashhead import FlashHeadClient
+
+async def main():
+    client = FlashHeadClient(base_url=sys.argv[1], shared_local_dir=sys.argv[2])
+    await client.init_session(ref_image=sys.argv[3])
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_stale_sweep_spares_another_process_s_idle_live_session(tmp_path, faulty, avatar_png) -> None:
+    """Row "two processes share SHARED_LOCAL_DIR": a session idle for two days in another live
+    process (OpenTalking's worker, say) is not swept; once that process dies, it is. A symlink
+    named like a session is never followed."""
+    shared = tmp_path / "shared-two"
+    shared.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, faulty.base_url, str(shared), str(avatar_png)], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        assert (await asyncio.to_thread(holder.stdout.readline)).strip() == b"ready"
+        (live,) = shared.iterdir()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "keep.txt").write_text("not ours")
+        (shared / "session-link").symlink_to(elsewhere, target_is_directory=True)
+        two_days_ago = time.time() - 2 * 24 * 3600
+        for path in (live, elsewhere, shared / "session-link"):
+            os.utime(path, (two_days_ago, two_days_ago), follow_symlinks=False)
+        client = FlashHeadClient(base_url=faulty.base_url, shared_local_dir=str(shared))
+        await client.init_session(ref_image=avatar_png)  # sweeps, once per process and root
+        await client.close()
+        assert sorted(p.name for p in live.iterdir()) == [storage.LOCK_NAME, "reference.png"]
+        assert (elsewhere / "keep.txt").read_text() == "not ours"
+    finally:
+        holder.kill()
+        holder.wait()
+    storage._swept.discard(shared)
+    assert storage.sweep_stale_sessions(shared) == [live.name]  # its lock died with the process
+    assert (elsewhere / "keep.txt").exists() and (shared / "session-link").is_symlink()
+    storage._swept.discard(shared)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 2 MB tmpfs of its own, to fill or make read-only; skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def _fill(directory: Path) -> Path:
+    """A file taking every free byte of ``directory``'s filesystem."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def _read_only(real_open: Callable[..., int]) -> Callable[..., int]:
+    """``os.open`` refusing to create a file relative to a directory descriptor (as shared storage
+    is written) with EROFS, as on a file system remounted read-only."""
+
+    def refusing(path: str, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if dir_fd is not None and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    return refusing
+
+
+@pytest.mark.parametrize("trouble", ["disk_full", "read_only", "session_dir_removed"])
+async def test_storage_trouble_raises_our_error_naming_the_setting(
+    client_for, faulty, small_disk, avatar_png, trouble, monkeypatch
+) -> None:
+    """Row "storage trouble": a full or read-only shared dir, or the session's dir removed under us,
+    makes generate() raise ConfigError naming SHARED_LOCAL_DIR (never a bare OSError); after
+    recovery the frames' timestamps follow the audio that really played."""
+    shared = small_disk / "shared"
+    client = client_for(shared_local_dir=str(shared))
+    await client.init_session(ref_image=avatar_png)
+    assert len(await client.generate(speech())) == 28
+    if trouble == "disk_full":
+        filler = _fill(small_disk)
+    elif trouble == "read_only":  # the kernel refuses remount,ro while the session's lock is open for writing
+        monkeypatch.setattr(os, "open", _read_only(os.open))
+    else:
+        shutil.rmtree(next(shared.iterdir()))
+    with pytest.raises(ConfigError, match="OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR") as raised:
+        await client.generate(speech(seed=1))
+    assert not isinstance(raised.value, OSError)
+    if trouble == "disk_full":
+        filler.unlink()
+    elif trouble == "read_only":
+        monkeypatch.undo()
+    else:  # the host reconnects: a new session
+        await client.init_session(ref_image=avatar_png)
+    played = 0 if trouble == "session_dir_removed" else 28
+    after = await client.generate(speech(seed=2))
+    assert [f.timestamp_ms for f in after] == [(played + i) * 40.0 for i in range(28)]
+    await client.close()
+    assert_clean(shared, faulty)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 import pytest
 
 from opentalking_flashhead.artifacts import ClipLocator, ClipRef, find_clip
+from opentalking_flashhead.confined import Place
 from opentalking_flashhead.errors import ClipUnreadable
 from opentalking_flashhead.settings import Settings
 
@@ -53,19 +54,21 @@ def test_mapping_prefers_output_dirs_then_shared(tmp_path: Path) -> None:
         output_remote_dir="/srv/out",
         output_local_dir=str(tmp_path / "out"),
     )
-    assert loc.paths.to_local("/srv/out/s/a.mp4") == (tmp_path / "out/s/a.mp4").resolve()
-    assert loc.paths.to_local("/srv/io/s/a.mp4") == (tmp_path / "local/s/a.mp4").resolve()
-    assert loc.paths.to_local("/elsewhere/a.mp4") is None
-    assert loc.paths.to_local("/srv/io/../etc/passwd") is None
+    assert loc.paths.locate("/srv/out/s/a.mp4") == Place(tmp_path / "out", PurePosixPath("s/a.mp4"))
+    assert loc.paths.locate("/srv/io/s/a.mp4") == Place(tmp_path / "local", PurePosixPath("s/a.mp4"))
+    assert loc.paths.locate("/elsewhere/a.mp4") is None
+    assert loc.paths.locate("/srv/io/../etc/passwd") is None
     assert loc.paths.to_remote(tmp_path / "local" / "s" / "a.wav") == "/srv/io/s/a.wav"
 
 
-def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "local").mkdir()
+async def test_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "local" / "out").mkdir(parents=True)
     (tmp_path / "secret").write_text("x")
-    (tmp_path / "local" / "link.mp4").symlink_to(tmp_path / "secret")
+    (tmp_path / "local" / "out" / "link.mp4").symlink_to(tmp_path / "secret")
+    within = str(tmp_path / "local" / "out")
     with pytest.raises(ClipUnreadable, match="outside"):
-        locator(tmp_path).paths.to_local(str(tmp_path / "local" / "link.mp4"))
+        await locator(tmp_path).fetch(ClipRef(path=f"{within}/link.mp4"), tmp_path / "dl.mp4", within=within)
+    assert not (tmp_path / "dl.mp4").exists()
 
 
 async def test_unmapped_path_names_the_variables(tmp_path: Path) -> None:
@@ -133,7 +136,7 @@ async def test_a_path_clip_must_lie_in_the_output_dir_the_request_named(tmp_path
     with pytest.raises(ClipUnreadable, match="outside the output_dir"):
         await locator(tmp_path).fetch(ClipRef(path=str(session / "reference.png")), tmp_path / "dl.mp4", within=within)
     (session / "out" / "000001" / "a.mp4").symlink_to(session / "reference.png")
-    with pytest.raises(ClipUnreadable, match="resolves to"):
+    with pytest.raises(ClipUnreadable, match="symlink on the way"):
         await locator(tmp_path).fetch(ClipRef(path=f"{within}/a.mp4"), tmp_path / "dl.mp4", within=within)
     assert (session / "reference.png").exists()
 
@@ -161,3 +164,27 @@ async def test_the_api_key_goes_to_the_service_only(tmp_path: Path) -> None:
     await loc.fetch(ClipRef(path="/srv/out/s/a.mp4"), tmp_path / "a.mp4", within="/srv/out/s")
     await loc.fetch(ClipRef(url="http://svc:1/b.mp4"), tmp_path / "b.mp4", within="/srv/out/s")
     assert seen == {"files": None, "svc": "Bearer sekrit"}
+
+
+async def test_a_file_server_on_the_service_s_origin_gets_no_key_either(tmp_path: Path) -> None:
+    """OUTPUT_BASE_URL on the service's own origin: what lies under it is the file server's."""
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.path] = request.headers.get("authorization")
+        return httpx.Response(200, content=b"clip")
+
+    settings = Settings.load(
+        overrides={
+            "base_url": "http://svc:1",
+            "shared_local_dir": str(tmp_path / "local"),
+            "api_key": "sekrit",
+            "output_base_url": "http://svc:1/outputs",
+        },
+        environ={},
+    )
+    headers = {"Authorization": "Bearer sekrit"}
+    loc = ClipLocator(settings, httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers))
+    await loc.fetch(ClipRef(url="http://svc:1/outputs/a.mp4"), tmp_path / "a.mp4", within="/srv/out")
+    await loc.fetch(ClipRef(url="http://svc:1/outputsx/b.mp4"), tmp_path / "b.mp4", within="/srv/out")
+    assert seen == {"/outputs/a.mp4": None, "/outputsx/b.mp4": "Bearer sekrit"}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from opentalking_flashhead.audio import to_int16, write_wav
+from opentalking_flashhead.confined import Place
 from opentalking_flashhead.timing import FrameClock, fit
 
 
@@ -42,7 +43,7 @@ def test_bad_pcm_says_what_it_got(pcm: object, words: str) -> None:
 
 def test_wav_is_16_bit_mono_and_complete(tmp_path: Path) -> None:
     pcm = (np.sin(np.arange(16000) / 10) * 10000).astype(np.int16)
-    path = write_wav(tmp_path / "a.wav", pcm, 16000)
+    path = write_wav(Place(tmp_path, PurePosixPath("a.wav")), pcm, 16000)
     info = sf.info(str(path))
     assert (info.samplerate, info.channels, info.subtype, info.frames) == (16000, 1, "PCM_16", 16000)
     assert np.array_equal(sf.read(str(path), dtype="int16")[0], pcm)
@@ -51,7 +52,7 @@ def test_wav_is_16_bit_mono_and_complete(tmp_path: Path) -> None:
 
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
-        write_wav(tmp_path / "a.wav", np.zeros(4, dtype=np.int16), 0)
+        write_wav(Place(tmp_path, PurePosixPath("a.wav")), np.zeros(4, dtype=np.int16), 0)
     assert list(tmp_path.iterdir()) == []
 
 
