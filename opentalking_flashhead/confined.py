@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
@@ -118,9 +117,31 @@ def _remove_entry(dir_fd: int, name: str) -> bool:
         mode = os.lstat(name, dir_fd=dir_fd).st_mode
     except FileNotFoundError:
         return False
-    if stat.S_ISDIR(mode):  # rmtree checks again after opening, so a symlink swapped in meanwhile is not followed
-        shutil.rmtree(name, ignore_errors=True, dir_fd=dir_fd)
+    if stat.S_ISDIR(mode):
+        _remove_tree(dir_fd, name)
     else:
         with suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dir_fd)
     return True
+
+
+def _remove_tree(dir_fd: int, name: str) -> None:
+    """Remove the directory ``name`` below ``dir_fd`` with all it holds, following no symlink.
+
+    ``os.fwalk`` checks each directory again after opening it, so a symlink swapped in meanwhile is
+    removed as a link, never walked (``shutil.rmtree`` takes ``dir_fd`` only from Python 3.11).
+    """
+    with suppress(OSError):
+        for _, dirs, files, fd in os.fwalk(name, topdown=False, dir_fd=dir_fd):
+            for entry in files:
+                with suppress(FileNotFoundError):
+                    os.unlink(entry, dir_fd=fd)
+            for entry in dirs:
+                try:
+                    os.rmdir(entry, dir_fd=fd)
+                except NotADirectoryError:  # a symlink to a directory: the link goes, not its target
+                    os.unlink(entry, dir_fd=fd)
+                except OSError:
+                    pass
+    with suppress(OSError):
+        os.rmdir(name, dir_fd=dir_fd)
