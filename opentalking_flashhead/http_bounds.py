@@ -42,9 +42,9 @@ def chunk_deadline(at: float) -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def by(at: float = math.inf) -> AsyncIterator[None]:
-    """Run the block until ``at`` or the chunk's deadline, whichever is first; past it, ``TimeoutError``."""
-    end = min(at, _deadline.get())
+async def by(at: float | None = None) -> AsyncIterator[None]:
+    """Run the block until ``at``, by default the chunk's deadline; past it, ``TimeoutError``."""
+    end = _deadline.get() if at is None else at
     if math.isinf(end):
         yield
         return
@@ -72,13 +72,16 @@ async def capped_lines(response: httpx.Response, limit: int = MAX_EVENT_LINE) ->
     """The lines of a streamed body; a line longer than ``limit`` characters raises."""
     pending = ""
     async for text in response.aiter_text():
-        *lines, pending = _LINE_BREAK.split(pending + text)
+        text = pending + text
+        held = "\r" if text.endswith("\r") else ""  # maybe the first half of a \r\n split across reads
+        *lines, pending = _LINE_BREAK.split(text[: len(text) - len(held)])
         for line in lines:
             yield line
+        pending += held
         if len(pending) > limit:
             raise ResponseTooLarge(f"{response.request.url} sent a line over {limit // 1024} KB")
     if pending:
-        yield pending
+        yield pending.removesuffix("\r")
 
 
 def quoted(text: str, limit: int = MAX_QUOTED_CHARS) -> str:

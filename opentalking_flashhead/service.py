@@ -44,6 +44,8 @@ POLL_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)
 STREAMING_POLL_SEC = 1.0
 #: Least time an exchange started late in the progress window gets to answer (seconds).
 ANSWER_GRACE_SEC = 1.0
+#: Least time any exchange gets, even one sent at its deadline (the poll that reads the final state).
+LAST_WORD_SEC = 0.1
 
 
 def _hint(status: int, detail: str) -> str:
@@ -222,19 +224,22 @@ class ServiceClient:
 
         Every attempt, the whole answer included, ends by one deadline: ``deadline`` for a sync
         generation (``slow_answer``: it answers when done), else the progress window (at least
-        :data:`ANSWER_GRACE_SEC` from the attempt's start). Retries stop at ``deadline``, or with
-        :class:`ServiceStalled` once the service has shown no progress for ``STALL_SEC``.
+        :data:`ANSWER_GRACE_SEC` from the attempt's start), and never sooner than
+        :data:`LAST_WORD_SEC`. Retries stop at ``deadline``, or with :class:`ServiceStalled` once the
+        service has shown no progress for ``STALL_SEC``.
         """
         url = f"{self.settings.base_url}{path}"
         attempt = 0
         while True:
             give_up = min(deadline, progress.window_end)
-            answer_by = deadline if slow_answer else min(deadline, max(give_up, time.monotonic() + ANSWER_GRACE_SEC))
+            now = time.monotonic()
+            answer_by = deadline if slow_answer else min(deadline, max(give_up, now + ANSWER_GRACE_SEC))
+            answer_by = max(answer_by, now + LAST_WORD_SEC)
             if method == "POST":
                 self.stats.requests += 1
             try:
                 async with http_bounds.by(answer_by):
-                    timeout = max(0.1, answer_by - time.monotonic())
+                    timeout = answer_by - time.monotonic()
                     request = self.http.build_request(method, path, timeout=timeout, **kwargs)
                     response = await self.http.send(request, stream=True)
                     async with contextlib.aclosing(response):
