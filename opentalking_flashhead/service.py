@@ -247,7 +247,7 @@ class ServiceClient:
             except (TimeoutError, httpx.TimeoutException) as exc:
                 if slow_answer:
                     raise ServiceUnavailable(
-                        f"{url} did not answer within {self.settings.timeout_sec:g} s; raise "
+                        f"{url} did not answer within {time.monotonic() - now:.1f} s; raise "
                         f"{env_name('timeout_sec')} or {env_name('chunk_deadline_sec')} if generation is slow"
                     ) from exc
                 problem = f"{url} did not answer in time"
