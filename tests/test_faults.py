@@ -396,6 +396,21 @@ async def test_dead_service_in_a_live_session(tmp_path, shared_dir, avatar_png, 
     assert_clean(shared_dir)
 
 
+@pytest.mark.parametrize("kind", ["omnirt", "standin"])
+async def test_a_slow_job_is_not_a_stalled_one(kind, tmp_path, shared_dir, avatar_png) -> None:
+    """Row "slow GPU": a job running three times STALL_SEC, its event stream open, is waited for."""
+    service = servers.slow(kind, tmp_path, seconds=3.0).start()
+    client = FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared_dir), stall_sec=1.0)
+    try:
+        await client.init_session(ref_image=avatar_png)
+        assert len(await client.generate(speech())) == 28
+        assert client.stats.still_chunks == 0 and client.stats.retries == 0
+    finally:
+        await client.close()
+        service.stop()
+    assert_clean(shared_dir)
+
+
 async def test_a_stalled_job_is_cancelled_and_covered_by_stills(client_for, faulty, shared_dir, avatar_png, caplog):
     """Row "stalled job": no state change and no event for STALL_SEC: DELETE, stills at once (long
     before the deadline), and the next chunk is generated as usual."""
