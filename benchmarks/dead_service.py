@@ -34,7 +34,8 @@ async def outage(url: str, process: subprocess.Popen[bytes], how: signal.Signals
         await client.init_session(ref_image=common.face_png())
         await client.generate(common.speech(common.SLICE))
         os.killpg(process.pid, how)
-        died, to_stills = time.monotonic(), []
+        died = time.monotonic()
+        to_stills: list[float] = []
         while True:
             due = time.monotonic()
             try:
@@ -47,7 +48,8 @@ async def outage(url: str, process: subprocess.Popen[bytes], how: signal.Signals
 
 
 def main() -> int:
-    figures, checks = [], {}
+    figures: list[str] = []
+    checks: dict[str, bool] = {}
     for how in (signal.SIGKILL, signal.SIGSTOP):
         with common.standin_process() as (url, process):
             to_stills, to_error, baseline = asyncio.run(outage(url, process, how))
