@@ -32,8 +32,9 @@ def machine() -> str:
 
 
 @contextmanager
-def standin(latency: float = 0.0, capacity: int = 1) -> Iterator[str]:
-    """``opentalking-flashhead serve-standin`` on a free loopback port; yields its base URL."""
+def standin_process(latency: float = 0.0, capacity: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``opentalking-flashhead serve-standin`` on a free loopback port; yields its base URL and process
+    (a benchmark may kill or freeze it; it is stopped, and resumed first, at the end)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -52,10 +53,19 @@ def standin(latency: float = 0.0, capacity: int = 1) -> Iterator[str]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError("the stand-in did not start") from None
                 time.sleep(0.1)
-        yield url
+        yield url, process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGCONT)
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+
+
+@contextmanager
+def standin(latency: float = 0.0, capacity: int = 1) -> Iterator[str]:
+    """``opentalking-flashhead serve-standin`` on a free loopback port; yields its base URL."""
+    with standin_process(latency, capacity) as (url, _):
+        yield url
 
 
 def face_png() -> bytes:

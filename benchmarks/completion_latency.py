@@ -35,7 +35,7 @@ async def latencies(url: str, chunks: int, fixed_poll: bool) -> list[float]:
     if fixed_poll:
         service.POLL_BACKOFF = (0.5,)
 
-        async def no_events(self: Any, job_id: str, event: asyncio.Event) -> None:
+        async def no_events(self: Any, job_id: str, *stream_state: Any) -> None:
             return None
 
         service.ServiceClient._listen = no_events  # type: ignore[method-assign]

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from opentalking_flashhead import confined
+from opentalking_flashhead import confined, http_bounds
 from opentalking_flashhead.confined import Place
 from opentalking_flashhead.errors import ClipUnreadable, DecodeError
 from opentalking_flashhead.settings import Settings, env_name
@@ -211,19 +211,27 @@ class ClipLocator:
             request.headers.pop("Authorization", None)
         size = 0
         try:
-            response = await self.http.send(request, stream=True, follow_redirects=False)
-            async with contextlib.aclosing(response):
-                if response.status_code != 200:
-                    raise ClipUnreadable(
-                        f"downloading the clip from {url} answered HTTP {response.status_code}",
-                        retryable=response.status_code >= 500,
-                    )
-                with dest.open("wb") as out:
-                    async for block in response.aiter_bytes():
-                        size += len(block)
-                        if size > self.max_bytes:
-                            raise ClipUnreadable(self._too_big(size, url))
-                        out.write(block)
+            async with http_bounds.by():  # a stalled or dripping download ends with the chunk's deadline
+                response = await self.http.send(request, stream=True, follow_redirects=False)
+                async with contextlib.aclosing(response):
+                    if response.status_code != 200:
+                        raise ClipUnreadable(
+                            f"downloading the clip from {url} answered HTTP {response.status_code}",
+                            retryable=response.status_code >= 500,
+                        )
+                    with dest.open("wb") as out:
+                        async for block in response.aiter_bytes():
+                            size += len(block)
+                            if size > self.max_bytes:
+                                raise ClipUnreadable(self._too_big(size, url))
+                            out.write(block)
+        except TimeoutError as exc:
+            dest.unlink(missing_ok=True)
+            raise ClipUnreadable(
+                f"downloading the clip from {url} did not finish by the chunk's deadline ({size} bytes read); "
+                f"raise {env_name('chunk_deadline_sec')} if the file server is that slow",
+                retryable=True,
+            ) from exc
         except httpx.HTTPError as exc:
             dest.unlink(missing_ok=True)
             raise ClipUnreadable(f"downloading the clip from {url} failed: {exc}", retryable=True) from exc

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from opentalking_flashhead import audio, confined, storage, video
+from opentalking_flashhead import audio, confined, http_bounds, storage, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
 from opentalking_flashhead.confined import Place
-from opentalking_flashhead.errors import ClipUnreadable, ConfigError, FlashHeadError, ServiceUnavailable
+from opentalking_flashhead.errors import ClipUnreadable, ConfigError, FlashHeadError, ServiceStalled, ServiceUnavailable
 from opentalking_flashhead.host.frames import VideoFrameData
 from opentalking_flashhead.reference import Reference, read_reference
 from opentalking_flashhead.service import RETRY_BACKOFF, ServiceClient, Stats
@@ -184,7 +184,9 @@ class FlashHeadClient:
 
     async def _generate(self, session: _Session, index: int, samples: np.ndarray, due: int, first: int) -> list[Any]:
         """One chunk under the failure policy: misconfigurations raise at once; hiccups are retried
-        until the chunk's deadline, then covered by still frames (up to MAX_STILL_CHUNKS in a row)."""
+        until the chunk's deadline, a service showing no progress for STALL_SEC at once, then
+        covered by still frames (up to MAX_STILL_CHUNKS in a row). Every exchange made for the chunk,
+        the clip's download too, ends by its deadline."""
         assert self._locator is not None
         self.stats.chunks += 1
         deadline = time.monotonic() + self.settings.chunk_deadline_sec
@@ -195,7 +197,8 @@ class FlashHeadClient:
         try:
             for attempt in itertools.count():
                 try:
-                    images = await self._attempt(session, chunk, wav, samples.size, deadline)
+                    with http_bounds.chunk_deadline(deadline):
+                        images = await self._attempt(session, chunk, wav, samples.size, deadline)
                     session.stills_in_a_row = 0
                     break
                 except FlashHeadError as exc:
@@ -204,7 +207,7 @@ class FlashHeadClient:
                         raise
                     first_failure = first_failure or exc
                     pause = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
-                    if time.monotonic() + pause >= deadline:
+                    if isinstance(exc, ServiceStalled) or time.monotonic() + pause >= deadline:
                         images = [self._still_for(session, first_failure)]
                         break
                     self.stats.retries += 1
@@ -253,7 +256,7 @@ class FlashHeadClient:
         session.stills_in_a_row += 1
         self.stats.still_chunks += 1
         log.warning(
-            "FlashHead chunk failed until its deadline (%s); showing a still frame so the audio stays in sync "
+            "FlashHead chunk could not be generated (%s); showing a still frame so the audio stays in sync "
             "(%d of %d in a row before giving up; %s=raise turns this off)",
             cause,
             session.stills_in_a_row,

@@ -40,6 +40,15 @@ class ServiceUnavailable(FlashHeadError, RuntimeError):
         super().__init__(f"FlashHead service not connected: {message}")
 
 
+class ServiceStalled(ServiceUnavailable):
+    """The service showed no progress for ``STALL_SEC`` (no answer, or a job that neither changed nor
+    sent an event): the chunk gets still frames at once instead of waiting for its deadline."""
+
+
+class ResponseTooLarge(FlashHeadError):
+    """An answer broke a size cap (JSON body, event line): a broken or hostile service, not a hiccup."""
+
+
 class RequestRejected(FlashHeadError):
     """The service refused the request (4xx); ``detail`` is the service's own message."""
 

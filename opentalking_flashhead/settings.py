@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from opentalking_flashhead.errors import ConfigError
 
@@ -90,6 +90,7 @@ class Settings:
     chunk_deadline_sec: float = 600.0
     on_error: str = "still"
     max_still_chunks: int = 3
+    stall_sec: float = 2.0
 
     @classmethod
     def load(
@@ -123,8 +124,10 @@ class Settings:
         # OpenTalking's own client also read the older name PARAMETERS_JSON.
         config_json = _service_config(raw("config_json", env.get(ENV_PREFIX + "PARAMETERS_JSON", "").strip() or None))
         save_dir = raw("save_dir")
+        base_url, url_password = _service_url(base_url)
+        api_key = raw("api_key") or url_password
         return cls(
-            base_url=_url("base_url", base_url),
+            base_url=base_url,
             model=str(raw("model", model or DEFAULT_MODEL)),
             shared_local_dir=shared_local,
             shared_remote_dir=_abs_remote("shared_remote_dir", raw("shared_remote_dir", str(shared_local))),
@@ -134,7 +137,7 @@ class Settings:
             timeout_sec=_positive_float("timeout_sec", raw("timeout_sec", 600.0)),
             preset=_opt(raw("preset"), lambda v: _choice("preset", v, PRESETS)),
             config_json=config_json,
-            api_key=str(raw("api_key")) if raw("api_key") else None,
+            api_key=str(api_key) if api_key else None,
             async_jobs=_bool("async_jobs", raw("async_jobs"), default=True),
             chunk_samples=_positive_int(
                 "chunk_samples", raw("chunk_samples", host_config.get("chunk_samples") or PRO_SLICE_SAMPLES)
@@ -146,6 +149,7 @@ class Settings:
             ),
             on_error=_choice("on_error", raw("on_error", "still"), ON_ERROR),
             max_still_chunks=_count("max_still_chunks", raw("max_still_chunks"), default=3),
+            stall_sec=_positive_float("stall_sec", raw("stall_sec", 2.0)),
         )
 
     @property
@@ -184,8 +188,28 @@ def _url(name: str, value: Any) -> str:
     text = str(value).strip().rstrip("/")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{env_name(name)}={value!r} is not an http(s) URL; set it like http://host:8766")
+        shown = without_userinfo(text)
+        raise ConfigError(f"{env_name(name)}={shown!r} is not an http(s) URL; set it like http://host:8766")
     return text
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@``, so a password never reaches a log line or a message."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _service_url(value: Any) -> tuple[str, str | None]:
+    """The base URL without credentials, and the password it carried (the API key when none is set).
+
+    The service authenticates with a bearer key, never Basic auth, so ``user:pass@`` is taken
+    off the URL before httpx (or a log line) sees it.
+    """
+    text = str(value).strip()
+    password = urlsplit(text).password
+    return _url("base_url", without_userinfo(text)), unquote(password) if password else None
 
 
 def _abs_dir(name: str, value: Any) -> Path:

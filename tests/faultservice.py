@@ -5,8 +5,10 @@ real stand-in clips, but each generate request takes the next fault from ``Fault
 ("ok" once the script is empty). It records what a test needs to see: the jobs it left running
 (``stuck``), the jobs a client asked about (``polled``), the ``DELETE /v1/jobs/{id}`` it received
 (``cancelled``), the generate requests still being answered (``active``: a hung one finishes,
-and writes its clip, after the client gave up), the symlinks it swapped in (``swaps``), and the
-``Authorization`` header of every download from its file server (``downloads``).
+and writes its clip, after the client gave up), the symlinks it swapped in (``swaps``), the
+``Authorization`` header of every download from its file server (``downloads``) and of every
+generate request (``authorizations``), and how many bytes its endless event streams sent
+(``event_bytes``).
 
 Faults named ``swap_{chunk|root}_{before|after}_{valid|503}`` put a symlink to ``victim`` in place
 of the chunk's output dir or the session's output root, before or after answering, with a clip or
@@ -16,17 +18,20 @@ a 503; ``served`` answers with a URL on the service's own file server, ``/output
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import shutil
 import time
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from opentalking_flashhead.standin.clip import render_clip
@@ -61,7 +66,21 @@ FAULTS = (
         for when in ("before", "after")
         for answer in ("valid", "503")
     ),
+    "trickle_json",
+    "trickle_job",
+    "stall_download",
+    "drip_download",
+    "huge_json",
+    "gzip_bomb",
+    "huge_detail",
+    "huge_event",
+    "redirect_generate",
+    "redirect_job",
+    "unknown_job",
+    "lost_record",
 )
+#: Between two bytes of a trickled answer (seconds).
+TRICKLE_SEC = 0.5
 
 
 class FaultService:
@@ -80,6 +99,10 @@ class FaultService:
         self.victim: Path | None = None
         self.swaps = 0
         self.downloads: list[str | None] = []
+        self.authorizations: list[str | None] = []
+        #: Jobs whose record or event stream misbehaves, by id (the fault's name).
+        self.job_faults: dict[str, str] = {}
+        self.event_bytes = 0
         self.base_url = ""
         self.app = self._build()
 
@@ -92,6 +115,8 @@ class FaultService:
         self.victim = None
         self.swaps = 0
         self.downloads.clear()
+        self.authorizations.clear()
+        self.event_bytes = 0
 
     def settle(self, timeout: float = 30.0) -> None:
         """Block until no generate request is being answered any more (hung ones included)."""
@@ -112,7 +137,7 @@ class FaultService:
             sf.write(longer, np.tile(pcm, 10), rate, subtype="PCM_16")
             render_clip(Path(inputs["image"]), longer, clip)
             longer.unlink()
-        elif fault in ("ok", "hang", "truncated", "outside", "symlink"):
+        elif fault in ("ok", "hang", "truncated", "outside", "symlink", "trickle_job", "huge_event"):
             render_clip(Path(inputs["image"]), audio, clip)
         if fault == "truncated":
             clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 3])
@@ -133,7 +158,7 @@ class FaultService:
             clip.symlink_to(secret)
         elif fault == "foreign_url":
             return self._artifact(url=f"http://127.0.0.2:9/{clip.name}")
-        elif fault in ("oversized", "redirect"):
+        elif fault in ("oversized", "redirect", "stall_download", "drip_download"):
             return self._artifact(url=f"{self.base_url}/files/{fault}")
         elif fault == "served":
             served = self.workdir / "served"
@@ -221,6 +246,7 @@ class FaultService:
 
         @app.post("/v1/generate", response_model=None)
         async def generate(request: Request) -> Any:
+            self.authorizations.append(request.headers.get("authorization"))
             self.active += 1
             try:
                 return await answer(await request.json())
@@ -236,12 +262,23 @@ class FaultService:
                 return PlainTextResponse("Service Unavailable", status_code=503)
             if fault.startswith("swap_"):
                 return await self.swapping(fault, body)
+            if fault == "huge_detail":
+                return JSONResponse({"detail": "- bad input " + "x" * 100_000}, status_code=400)
+            if fault == "redirect_generate":  # an http:// URL in front of an https-only proxy
+                location = self.base_url.replace("http://", "https://") + "/v1/generate"
+                return Response(status_code=307, headers={"location": location})
             inputs, async_run = body["inputs"], bool(body.get("async_run"))
             output_dir = Path(body.get("config", {}).get("output_dir") or self.workdir / "out")
             job_id = str(uuid.uuid4())
             if fault == "stuck_job" and async_run:  # runs forever, writes nothing
                 self.jobs[job_id] = {"id": job_id, "state": "running", "error": None}
                 self.stuck.append(job_id)
+                return {"id": job_id, "state": "queued"}
+            if fault == "unknown_job":  # the node that answers the polls never heard of it
+                return {"id": job_id, "state": "queued"}
+            if fault == "lost_record":  # its events end with job_finished, its record stays running
+                self.jobs[job_id] = {"id": job_id, "state": "running", "error": None}
+                self.job_faults[job_id] = fault
                 return {"id": job_id, "state": "queued"}
             if fault.startswith("job_failed"):
                 if fault == "job_failed_leaving_clip":  # the model died while writing its clip
@@ -261,16 +298,41 @@ class FaultService:
                 result = await asyncio.to_thread(self.deliver, staged, output_dir)
             else:
                 result = await asyncio.to_thread(self.clip_for, fault, inputs, output_dir)
-            if not async_run:
+            if fault in ("huge_json", "gzip_bomb"):
+                result["metadata"]["padding"] = "x" * (20 * 1024 * 1024)
+                if fault == "gzip_bomb":  # 20 MB of JSON in about 20 KB on the wire
+                    packed = gzip.compress(json.dumps(result).encode(), compresslevel=9)
+                    return Response(packed, media_type="application/json", headers={"content-encoding": "gzip"})
                 return result
-            self.jobs[job_id] = {"id": job_id, "state": "succeeded", "error": None, "result": result}
+            if not async_run:
+                return _trickled(result) if fault == "trickle_json" else result
+            # A job with an endless event line finishes once its stream is closed.
+            state = "running" if fault == "huge_event" else "succeeded"
+            self.jobs[job_id] = {"id": job_id, "state": state, "error": None, "result": result}
+            if fault in ("trickle_job", "huge_event", "redirect_job"):
+                self.job_faults[job_id] = fault
             return {"id": job_id, "state": "queued"}
 
         @app.get("/v1/jobs/{job_id}")
         async def job(job_id: str) -> Any:
             self.polled.add(job_id)
             record = self.jobs.get(job_id)
+            fault = self.job_faults.get(job_id)
+            if fault == "redirect_job":
+                return Response(status_code=302, headers={"location": f"{self.base_url}/other/v1/jobs/{job_id}"})
+            if record and fault == "trickle_job":
+                return _trickled(record)
             return record if record else JSONResponse({"detail": "Job not found"}, status_code=404)
+
+        @app.get("/v1/jobs/{job_id}/events", response_model=None)
+        async def events(job_id: str) -> Any:
+            fault = self.job_faults.get(job_id)
+            if fault == "lost_record":
+                finished = f"event: job_finished\ndata: {json.dumps({'job_id': job_id})}\n\n"
+                return StreamingResponse(iter([finished]), media_type="text/event-stream")
+            if fault == "huge_event":
+                return StreamingResponse(self._endless_line(job_id), media_type="text/event-stream")
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
 
         @app.delete("/v1/jobs/{job_id}")
         async def cancel(job_id: str) -> Any:
@@ -288,9 +350,47 @@ class FaultService:
         async def files(name: str) -> Response:
             if name == "redirect":
                 return Response(status_code=302, headers={"location": "http://127.0.0.2:9/clip.mp4"})
+            if name == "stall_download":  # the headers, then nothing
+                return StreamingResponse(_silence(), media_type="video/mp4")
+            if name == "drip_download":  # a byte now and then, for ever
+                return StreamingResponse(_drip(), media_type="video/mp4")
             return Response(b"\0" * (3 * 1024 * 1024), media_type="video/mp4")
 
         return app
+
+    async def _endless_line(self, job_id: str) -> AsyncIterator[bytes]:
+        """An event line that does not end (64 KB every 10 ms, counted in ``event_bytes``) until the
+        client hangs up; then the job succeeds."""
+        try:
+            yield b"event: stage_progress\ndata: "
+            for _ in range(3000):
+                self.event_bytes += 65536
+                yield b"x" * 65536
+                await asyncio.sleep(0.01)
+        finally:
+            self.jobs[job_id]["state"] = "succeeded"
+
+
+def _trickled(body: dict[str, Any]) -> StreamingResponse:
+    """``body`` as JSON, one byte every TRICKLE_SEC: no single read ever waits long."""
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for byte in json.dumps(body).encode():
+            yield bytes([byte])
+            await asyncio.sleep(TRICKLE_SEC)
+
+    return StreamingResponse(trickle(), media_type="application/json")
+
+
+async def _silence() -> AsyncIterator[bytes]:
+    yield b""
+    await asyncio.sleep(120)
+
+
+async def _drip() -> AsyncIterator[bytes]:
+    for _ in range(600):
+        yield b"\0"
+        await asyncio.sleep(0.2)
 
 
 #: Clips that are the same for every request: an 8192×8192 H.264 of about 200 KB (flat, so it

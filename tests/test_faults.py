@@ -35,6 +35,8 @@ from opentalking_flashhead.errors import (
     FlashHeadError,
     GenerationFailed,
     RequestRejected,
+    ResponseTooLarge,
+    ServiceStalled,
     ServiceUnavailable,
 )
 from opentalking_flashhead.reference import still_of
@@ -288,6 +290,206 @@ async def test_an_oversized_clip_is_refused_from_its_header(
     growth = rss.peak_growth(baseline)
     assert refused.value.retryable == (faulty.requests > before + 1) == (fault == "unframed")
     assert growth < limit_mb * 2**20, f"peak RSS rose {growth / 2**20:.0f} MB"
+
+
+# Rows of issue 9, "Resources" and "Liveness": every exchange is bounded in time and size, a redirect
+# or a job store a node does not share is a misconfiguration, and a service that shows no progress
+# gets still frames within STALL_SEC instead of freezing the avatar until CHUNK_DEADLINE_SEC.
+#: Bound on a chunk these rows expect to end within seconds: far above it, well below today's 600 s.
+ENDS_WITHIN_SEC = 60.0
+
+
+@pytest.mark.parametrize(
+    ("fault", "async_jobs"),
+    [("trickle_json", False), ("trickle_job", True), ("stall_download", True), ("drip_download", True)],
+)
+async def test_a_trickled_or_stalled_exchange_ends_by_the_chunk_deadline(
+    client_for, faulty, shared_dir, avatar_png, fault, async_jobs
+) -> None:
+    """Row "trickled answer": a byte every half second never trips a per-read timeout; the chunk's one
+    deadline ends the exchange and the chunk gets still frames."""
+    client = client_for(async_jobs=async_jobs, chunk_deadline_sec=1.5)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend([fault] * 5)
+    frames = await asyncio.wait_for(client.generate(speech()), ENDS_WITHIN_SEC)
+    assert len(frames) == 28 and client.stats.still_chunks == 1
+    await client.close()
+    await assert_clean_after_late_writes(shared_dir, faulty)
+
+
+@pytest.mark.parametrize(
+    ("fault", "async_jobs", "error", "words"),
+    [
+        ("huge_json", False, ResponseTooLarge, "answered more than 8 MB"),
+        ("gzip_bomb", False, ResponseTooLarge, "answered more than 8 MB"),
+        ("huge_detail", True, RequestRejected, r"bad input x+… \(98\d{3} more characters\)"),
+    ],
+)
+async def test_oversized_answers_are_refused_at_once(
+    client_for, faulty, shared_dir, avatar_png, fault, async_jobs, error, words
+) -> None:
+    """Row "oversized answer": JSON over 8 MB (counted after gzip) raises; a service's message is quoted short."""
+    client = client_for(async_jobs=async_jobs, chunk_deadline_sec=5.0)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend([fault] * 5)
+    before = faulty.requests
+    with pytest.raises(error, match=words) as err:
+        await client.generate(speech())
+    assert len(str(err.value)) < 4000 and faulty.requests == before + 1
+    await client.close()
+    assert_clean(shared_dir, faulty)
+
+
+async def test_an_endless_event_line_is_cut_off(client_for, faulty, shared_dir, avatar_png) -> None:
+    """Row "endless event line": the client hangs up after 1 MB of one line (the job then succeeds)."""
+    client = client_for(chunk_deadline_sec=20.0)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.append("huge_event")
+    frames = await client.generate(speech())
+    assert len(frames) == 28 and client.stats.still_chunks == 0
+    assert faulty.event_bytes < 50 * 1024 * 1024  # a run to the end sends 196 MB
+    await client.close()
+    assert_clean(shared_dir, faulty)
+
+
+@pytest.mark.parametrize(
+    ("fault", "words"),
+    [
+        ("redirect_generate", r"HTTP 307, redirecting to https://127\.0\.0\.1:\d+/v1/generate.*BASE_URL=https://"),
+        ("redirect_job", r"HTTP 302, redirecting to http://127\.0\.0\.1:\d+/other/v1/jobs/.*BASE_URL=http://.*/other"),
+    ],
+)
+async def test_a_redirected_api_route_is_a_misconfiguration(
+    client_for, faulty, shared_dir, avatar_png, fault, words
+) -> None:
+    """Row "redirect": never followed, never retried: raised at once, naming the URL to set."""
+    client = client_for(chunk_deadline_sec=20.0)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend([fault] * 5)
+    before = faulty.requests
+    with pytest.raises(ConfigError, match=words):
+        await asyncio.wait_for(client.generate(speech()), ENDS_WITHIN_SEC)
+    assert faulty.requests == before + 1
+    await client.close()
+    assert_clean(shared_dir, faulty)
+
+
+@pytest.mark.parametrize("api_key", ["the-real-key", None])
+async def test_credentials_in_the_base_url_never_leak(
+    client_for, faulty, shared_dir, avatar_png, caplog, api_key
+) -> None:
+    """Row "user:pass@ in BASE_URL": taken off the URL; the service gets the API key (else the URL's
+    password) as a bearer key, never Basic auth; the password is in no log record (httpx's at DEBUG
+    too), error or repr."""
+    password = "pw-sekrit-77"
+    for logger in (None, "httpx", "httpcore", "opentalking_flashhead"):
+        caplog.set_level(logging.DEBUG, logger=logger)
+    base_url = faulty.base_url.replace("http://", f"http://someone:{password}@")
+    client = client_for(base_url=base_url, api_key=api_key)
+    await client.init_session(ref_image=avatar_png)
+    assert len(await client.generate(speech())) == 28
+    faulty.script.append("redirect_generate")
+    with pytest.raises(ConfigError) as err:
+        await client.generate(speech())
+    assert faulty.authorizations == [f"Bearer {api_key or password}"] * 2
+    texts = ["".join(traceback.format_exception(err.value)), caplog.text, repr(client), repr(client.settings)]
+    texts += [r.getMessage() for r in caplog.records]
+    await client.close()
+    assert any(r.name.startswith("httpcore") for r in caplog.records)  # DEBUG records really were captured
+    assert not [text for text in texts if password in text]
+    assert_clean(shared_dir, faulty)
+
+
+async def test_dead_service_in_a_live_session(tmp_path, shared_dir, avatar_png, capsys) -> None:
+    """Row "service dies mid-session", defaults but MAX_STILL_CHUNKS: each chunk gets still frames
+    after STALL_SEC, not CHUNK_DEADLINE_SEC (600 s); the one after MAX_STILL_CHUNKS raises "not
+    connected"; the same session goes on once the service is back."""
+    service = servers.standin(tmp_path).start()
+    client = FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared_dir))
+    loop = asyncio.get_running_loop()
+    try:
+        await client.init_session(ref_image=avatar_png)
+        good = await client.generate(speech())
+        service.kill()
+        died, to_stills = loop.time(), []
+        for _ in range(client.settings.max_still_chunks):
+            started = loop.time()
+            down = await asyncio.wait_for(client.generate(speech()), ENDS_WITHIN_SEC)
+            to_stills.append(loop.time() - started)
+            assert len(down) == 28 and all(f.data is good[-1].data for f in down)
+        with pytest.raises(ServiceStalled, match=r"not connected: .*no progress for 2 s"):
+            await asyncio.wait_for(client.generate(speech()), ENDS_WITHIN_SEC)
+        told = loop.time() - died
+        service.start()
+        again = await client.generate(speech(seed=3))
+        assert len(again) == 28 and again[0].data is not good[-1].data
+        assert [f.timestamp_ms for f in again] == [(4 * 28 + i) * 40.0 for i in range(28)]
+    finally:
+        await client.close()
+        service.stop()
+    with capsys.disabled():  # the figures README quotes; shown in pytest's output, passing or not
+        print(f"\ndead service: stills after {', '.join(f'{t:.2f}' for t in to_stills)} s; error after {told:.2f} s")
+    assert_clean(shared_dir)
+
+
+@pytest.mark.parametrize("kind", ["omnirt", "standin"])
+async def test_a_slow_job_is_not_a_stalled_one(kind, tmp_path, shared_dir, avatar_png) -> None:
+    """Row "slow GPU": a job running three times STALL_SEC, its event stream open, is waited for."""
+    service = servers.slow(kind, tmp_path, seconds=3.0).start()
+    client = FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared_dir), stall_sec=1.0)
+    try:
+        await client.init_session(ref_image=avatar_png)
+        assert len(await client.generate(speech())) == 28
+        assert client.stats.still_chunks == 0 and client.stats.retries == 0
+    finally:
+        await client.close()
+        service.stop()
+    assert_clean(shared_dir)
+
+
+async def test_a_stalled_job_is_cancelled_and_covered_by_stills(client_for, faulty, shared_dir, avatar_png, caplog):
+    """Row "stalled job": no state change and no event for STALL_SEC: DELETE, stills at once (long
+    before the deadline), and the next chunk is generated as usual."""
+    client = client_for(chunk_deadline_sec=30.0, stall_sec=0.5)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.append("stuck_job")
+    before = faulty.requests
+    caplog.set_level(logging.WARNING, logger="opentalking_flashhead.client")
+    frames = await asyncio.wait_for(client.generate(speech()), 20.0)
+    assert len(frames) == 28 and client.stats.still_chunks == 1
+    assert "no state change and no event for 0.5 s" in caplog.text
+    assert faulty.stuck and faulty.cancelled == faulty.stuck and faulty.requests == before + 1
+    again = await client.generate(speech(seed=1))
+    assert len(again) == 28 and again[0].data is not frames[0].data
+    await client.close()
+    assert_clean(shared_dir, faulty)
+
+
+async def test_a_lost_job_record_is_sent_again(client_for, faulty, shared_dir, avatar_png, caplog) -> None:
+    """Row "record left running after its terminal event" (OmniRT with Redis): treated as lost, cancelled,
+    and the chunk sent again at once."""
+    client = client_for(chunk_deadline_sec=30.0, stall_sec=0.5)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.append("lost_record")
+    before = faulty.requests
+    caplog.set_level(logging.WARNING, logger="opentalking_flashhead.client")
+    frames = await asyncio.wait_for(client.generate(speech()), 20.0)
+    assert len(frames) == 28 and client.stats.still_chunks == 0
+    assert "a lost record" in caplog.text and faulty.requests == before + 2 and len(faulty.cancelled) == 1
+    await client.close()
+    assert_clean(shared_dir, faulty)
+
+
+async def test_a_job_unknown_to_the_polled_node_raises_once(client_for, faulty, shared_dir, avatar_png) -> None:
+    """Row "load balancer without a shared job store": a 404 for a job just accepted, with no outage in
+    between, raises at once naming the fix, instead of a storm of resubmissions."""
+    client = client_for(chunk_deadline_sec=30.0)
+    await client.init_session(ref_image=avatar_png)
+    faulty.script.extend(["unknown_job"] * 10)
+    before = faulty.requests
+    with pytest.raises(GenerationFailed, match=r"do not share jobs.*--redis-url.*sticky"):
+        await asyncio.wait_for(client.generate(speech()), ENDS_WITHIN_SEC)
+    assert faulty.requests == before + 1
     await client.close()
     assert_clean(shared_dir, faulty)
 
@@ -330,12 +532,16 @@ async def test_service_killed_and_restarted_mid_session(tmp_path, shared_dir, av
 
 
 @asynccontextmanager
-async def killed_mid_job(kind: str, tmp_path: Path, shared_dir: Path, avatar_png: Path, deadline: float):
+async def killed_mid_job(
+    kind: str, tmp_path: Path, shared_dir: Path, avatar_png: Path, deadline: float, stall_sec: float = 2.0
+):
     """A slow service (a second per job) and a session with one good chunk; the next chunk's job is
     running when the service gets SIGKILL. Yields the service, the client, the good frames and the
     pending chunk; closes and stops both afterwards and checks nothing is left."""
     service = servers.slow(kind, tmp_path, seconds=1.0).start()
-    client = FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared_dir), chunk_deadline_sec=deadline)
+    client = FlashHeadClient(
+        base_url=service.base_url, shared_local_dir=str(shared_dir), chunk_deadline_sec=deadline, stall_sec=stall_sec
+    )
     try:
         await client.init_session(ref_image=avatar_png)
         good = await client.generate(speech())
@@ -356,7 +562,7 @@ async def test_service_killed_with_a_job_in_flight(kind, tmp_path, shared_dir, a
     async with killed_mid_job(kind, tmp_path, shared_dir, avatar_png, deadline=4.0) as (service, client, good, pending):
         down = await pending
         assert len(down) == 28 and all(f.data is good[-1].data for f in down)
-        assert re.search(r"deadline \(FlashHead service not connected: .*showing a still frame", caplog.text)
+        assert re.search(r"generated \(FlashHead service not connected: .*showing a still frame", caplog.text)
         service.start()  # same port
         again = await client.generate(speech(seed=2))
         assert len(again) == 28 and again[0].data is not good[-1].data
@@ -366,9 +572,11 @@ async def test_service_killed_with_a_job_in_flight(kind, tmp_path, shared_dir, a
 
 @pytest.mark.parametrize("kind", ["omnirt", "standin"])
 async def test_service_restarted_with_a_job_in_flight(kind, tmp_path, shared_dir, avatar_png, caplog) -> None:
-    """Row "restarted mid-session": the new service answers 404 for the old job; the chunk is sent again."""
+    """Row "restarted mid-session": the new service answers 404 for the old job; the chunk is sent again
+    (a STALL_SEC longer than the restart keeps the chunk waiting for it)."""
     caplog.set_level(logging.WARNING, logger="opentalking_flashhead.client")
-    async with killed_mid_job(kind, tmp_path, shared_dir, avatar_png, deadline=15.0) as (service, client, _, pending):
+    restarting = killed_mid_job(kind, tmp_path, shared_dir, avatar_png, deadline=15.0, stall_sec=15.0)
+    async with restarting as (service, client, _, pending):
         await asyncio.to_thread(service.start)  # meanwhile the client finds nobody on the port
         assert len(await pending) == 28
         assert "the service no longer knows this job (restarted?)" in caplog.text

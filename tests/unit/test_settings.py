@@ -65,6 +65,7 @@ def test_without_a_ws_url_argument_its_variable_is_read() -> None:
         ("MAX_STILL_CHUNKS", "-1", "0 or more"),
         ("CHUNK_DEADLINE_SEC", "0", "greater than 0"),
         ("MAX_CLIP_MB", "lots", "greater than 0"),
+        ("STALL_SEC", "0", "greater than 0"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, words: str) -> None:
@@ -111,3 +112,22 @@ def test_older_parameters_json_name_still_works() -> None:
     assert load({"OPENTALKING_FLASHHEAD_PARAMETERS_JSON": '{"seed": 3}'}).config_json == {"seed": 3}
     both = {"OPENTALKING_FLASHHEAD_PARAMETERS_JSON": '{"seed": 3}', "OPENTALKING_FLASHHEAD_CONFIG_JSON": '{"seed": 4}'}
     assert load(both).config_json == {"seed": 4}
+
+
+@pytest.mark.parametrize(("given", "expected_key"), [({"api_key": "k1"}, "k1"), ({}, "p@ss word")])
+def test_credentials_are_taken_off_the_base_url(given: dict[str, object], expected_key: str) -> None:
+    """The service takes a bearer key: API_KEY wins, else the URL's password becomes the key."""
+    s = load(base_url="https://user:p%40ss%20word@gpu:8766/", **given)
+    assert s.base_url == "https://gpu:8766" and s.api_key == expected_key
+    assert "p@ss" not in repr(s) and "p%40ss" not in repr(s)
+
+
+def test_a_malformed_base_url_is_reported_without_its_password() -> None:
+    with pytest.raises(ConfigError, match="OPENTALKING_FLASHHEAD_BASE_URL") as err:
+        load(base_url="ftp://user:hunter2@gpu")
+    assert "hunter2" not in str(err.value)
+
+
+def test_stall_sec_defaults_to_two_seconds() -> None:
+    assert load().stall_sec == 2.0
+    assert load({"OPENTALKING_FLASHHEAD_STALL_SEC": "0.5"}).stall_sec == 0.5
