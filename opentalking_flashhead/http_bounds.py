@@ -8,7 +8,6 @@ clip download obeys it without being handed it. Sizes are counted after decompre
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import re
@@ -16,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 
+import anyio
 import httpx
 
 from opentalking_flashhead.errors import ResponseTooLarge
@@ -48,8 +48,7 @@ async def by(at: float | None = None) -> AsyncIterator[None]:
     if math.isinf(end):
         yield
         return
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout_at(loop.time() + (end - time.monotonic())):
+    with anyio.fail_after(end - time.monotonic()):  # asyncio.timeout_at is Python 3.11+
         yield
 
 

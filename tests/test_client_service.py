@@ -188,13 +188,13 @@ async def test_failed_generation_carries_the_jobs_error(failing_omnirt, shared_d
     from opentalking_flashhead.errors import GenerationFailed
 
     # The model's failure is transient by policy; with stills off, its message reaches the caller.
-    client = make_client(failing_omnirt, shared_dir, on_error="raise", chunk_deadline_sec=1.0)
+    client = make_client(failing_omnirt, shared_dir, on_error="raise", chunk_deadline_sec=3.0)
     await client.init_session(ref_image=avatar_png)
     with pytest.raises(GenerationFailed, match="CUDA out of memory") as err:
         await client.generate(speech(17920))
     assert err.value.job_id
     await client.close()
-    sync = make_client(failing_omnirt, shared_dir, async_jobs=False, on_error="raise", chunk_deadline_sec=1.0)
+    sync = make_client(failing_omnirt, shared_dir, async_jobs=False, on_error="raise", chunk_deadline_sec=3.0)
     await sync.init_session(ref_image=avatar_png)
     with pytest.raises(GenerationFailed, match=r"Internal Server Error.*OPENTALKING_FLASHHEAD_ASYNC=1"):
         await sync.generate(speech(17920))

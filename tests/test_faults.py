@@ -559,7 +559,7 @@ async def killed_mid_job(
 async def test_service_killed_with_a_job_in_flight(kind, tmp_path, shared_dir, avatar_png, caplog) -> None:
     """Row "killed mid-session": SIGKILL mid-job gives that chunk still frames; after a restart the session goes on."""
     caplog.set_level(logging.WARNING, logger="opentalking_flashhead.client")
-    async with killed_mid_job(kind, tmp_path, shared_dir, avatar_png, deadline=4.0) as (service, client, good, pending):
+    async with killed_mid_job(kind, tmp_path, shared_dir, avatar_png, deadline=8.0) as (service, client, good, pending):
         down = await pending
         assert len(down) == 28 and all(f.data is good[-1].data for f in down)
         assert re.search(r"generated \(FlashHead service not connected: .*showing a still frame", caplog.text)
