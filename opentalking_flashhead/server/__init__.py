@@ -1,5 +1,4 @@
-"""A stand-in FlashHead service: OmniRT's protocol, no model, frames drawn and labelled "stand-in".
-
-For demos, CI and ``render`` without a GPU. It is the other side of the wire and never imports
-the client.
+"""The service side, the other end of the wire (it never imports the client): one protocol layer
+speaking OmniRT's HTTP API, with renderers behind it: the stand-in (drawn frames, labelled so) and
+the resident model (``resident/``, the only place that imports torch or the model, lazily).
 """

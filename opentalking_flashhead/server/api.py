@@ -1,15 +1,18 @@
-"""The stand-in's HTTP face: OmniRT 0.1.0's routes, status codes and body shapes for FlashHead.
+"""The protocol layer: OmniRT 0.1.0's routes, status codes and body shapes for FlashHead, any renderer.
 
-Differences a client cannot rely on either way: a sync run does not block other requests here
-(OmniRT's does), and the job event stream ends after a terminal event even when it was missed
-(OmniRT's can hang then).
+Our extensions (``examples/protocol-extensions.md``; advertised in ``/v1/models``, and never
+changing what an OmniRT-valid request gets): session headers, a close route, inline inputs and
+clips. Hardening OmniRT lacks: inputs and clips only under the service's directories, a body
+cap (413), finished jobs forgotten after a while. Differences a client cannot rely on either
+way: a sync run does not block other requests here (OmniRT's does), and the job event stream
+ends after a terminal event even when it was missed (OmniRT's can hang then).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +20,21 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from opentalking_flashhead.standin.jobs import TERMINAL_EVENTS, Job, JobRunner
-from opentalking_flashhead.standin.validation import MODEL_ID, TASK, validate
+from opentalking_flashhead.server.generation import Generation, Ticket
+from opentalking_flashhead.server.inputs import INPUT_KEYS, Roots, boundary_errors, inline_digest, is_inline
+from opentalking_flashhead.server.jobs import KEEP_SEC, TERMINAL_EVENTS, Job, JobRunner
+from opentalking_flashhead.server.renderer import Renderer
+from opentalking_flashhead.server.validation import validate
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-MODEL_CARD = {
-    "id": MODEL_ID,
-    "object": "model",
-    "created": 0,
-    "owned_by": "opentalking-flashhead-standin",
-    "task": TASK,
-    "status": "public/beta",
-    "tier": "core",
-    "maturity": "beta",
-    "default_backend": "standin",
-    "summary": "STAND-IN for SoulX-FlashHead: no model, frames are drawn from the reference image.",
-}
+#: Request bodies above this are refused with 413 (inline inputs included).
+MAX_BODY_BYTES = 32 * 1024 * 1024
+SESSION_HEADER, CHUNK_HEADER, OUTPUT_HEADER = "x-flashhead-session", "x-flashhead-chunk", "x-flashhead-output"
+#: What ``/v1/models`` advertises; a client uses an extension only when it is listed.
+EXTENSIONS = ("session-headers", "close-session", "inline-io")
+LOADING = "the model is still loading and warming up; retry once /readyz answers 200"
 
 
 class GenerateSubmission(BaseModel):
@@ -67,25 +68,81 @@ class ApiKeys(BaseHTTPMiddleware):
         return JSONResponse(status_code=401, content={"detail": "Unauthorized"})
 
 
+class BodyCap:
+    """Refuse a request body over ``limit`` bytes with 413, counted as it arrives (a wrong or missing
+    Content-Length changes nothing); the body is neither kept nor logged."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            more = bool(message.get("more_body"))
+            if size > self.limit:
+                chunks.clear()
+                while more:  # drain it unread, so the client gets to read our answer
+                    more = bool((await receive()).get("more_body"))
+                detail = f"request body over {self.limit} bytes (this service's cap, --max-body-mb)"
+                await JSONResponse(status_code=413, content={"detail": detail})(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+        body: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay() -> Message:
+            return body.pop() if body else await receive()
+
+        await self.app(scope, replay, send)
+
+
 def create_app(
+    renderer: Renderer,
     *,
     output_dir: Path,
+    shared_roots: Iterable[Path] = (),
     api_keys: set[str] | None = None,
     latency: float = 0.0,
     capacity: int = 1,
     fail_rate: float = 0.0,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    job_keep_sec: float = KEEP_SEC,
+    refusals: Mapping[type[Exception], int] | None = None,
+    card: Mapping[str, Any],
 ) -> FastAPI:
-    """A stand-in FlashHead service writing clips to ``output_dir`` unless a request names another.
+    """A FlashHead service drawing with ``renderer``, writing clips to ``output_dir`` unless a request
+    names another dir under the roots (``output_dir`` and ``shared_roots``).
 
-    ``fail_rate`` makes that share of generations fail transiently (half as 503, half as a failed
-    run), as a flaky GPU service does.
+    ``card``: the model card's fixed fields; ``refusals``: renderer exceptions answered with that
+    status and their text as the detail (a sync run) instead of OmniRT's bare 500. ``fail_rate``
+    makes that share of generations fail transiently (half as 503, half as a failed run).
     """
-    runner = JobRunner(output_dir, latency=latency, capacity=capacity, fail_rate=fail_rate)
-    app = FastAPI(title="FlashHead stand-in (no model)", version="0.1.0")
+    roots = Roots(output_dir, shared_roots)
+    backend = str(card.get("default_backend", "standin"))
+    work = Generation(renderer, output_dir, roots, backend=backend)
+    runner = JobRunner(
+        work, backend=backend, latency=latency, capacity=capacity, fail_rate=fail_rate, keep_sec=job_keep_sec
+    )
+    refused = dict(refusals or {})
+
+    async def shutdown() -> None:
+        await runner.shutdown()
+        await renderer.aclose()
+
+    app = FastAPI(title=f"FlashHead service ({backend})", version="0.1.0")
     app.state.runner = runner
-    app.router.add_event_handler("shutdown", runner.shutdown)
+    app.router.add_event_handler("shutdown", shutdown)
     if api_keys:
         app.add_middleware(ApiKeys, keys=set(api_keys))
+    app.add_middleware(BodyCap, limit=max_body_bytes)
 
     def job_or_404(job_id: str) -> Job:
         job = runner.jobs.get(job_id)
@@ -97,33 +154,45 @@ def create_app(
     async def healthz() -> dict[str, Any]:
         return {"ok": True}
 
-    @app.get("/readyz")
-    async def readyz() -> dict[str, Any]:
+    @app.get("/readyz", response_model=None)
+    async def readyz() -> Any:
+        if not renderer.ready:
+            return JSONResponse(status_code=503, content={"ok": False, "detail": LOADING})
         return {"ok": True, "job_store_backend": "memory", "remote_worker_count": 0, "allowed_model_tiers": []}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [MODEL_CARD]}
+        model = {**card, **renderer.describe(), "ready": renderer.ready, "extensions": list(EXTENSIONS)}
+        return {"object": "list", "data": [model]}
+
+    @app.delete("/v1/sessions/{session}")
+    async def close_session(session: str) -> dict[str, Any]:
+        return {"session": session, "closed": renderer.close_session(session)}
 
     @app.post("/v1/generate", response_model=None)
-    async def generate(payload: GenerateSubmission) -> Any:
-        request = payload.model_dump(exclude={"async_run"})
-        request["backend"] = "standin" if request["backend"] == "auto" else request["backend"]
+    async def generate(payload: GenerateSubmission, request: Request) -> Any:
+        record = payload.model_dump(exclude={"async_run"})
+        record["backend"] = backend if record["backend"] == "auto" else record["backend"]
         errors = validate(payload.task, payload.model, payload.inputs, payload.config)
+        errors = errors or boundary_errors(payload.inputs, payload.config, roots)
         if errors:
             raise HTTPException(status_code=400, detail="\n".join(f"- {e}" for e in errors))
+        if not renderer.ready:
+            raise HTTPException(status_code=503, detail=LOADING)
         failure = runner.draw_failure()
         if failure == "overload":
-            return PlainTextResponse("stand-in: simulated overload (--fail-rate)", status_code=503)
-        job, record = runner.submit(request, fail=failure == "run")
+            return PlainTextResponse(f"{backend}: simulated overload (--fail-rate)", status_code=503)
+        job, submitted = runner.submit(record, _ticket(payload, request), fail=failure == "run")
         if payload.async_run:
-            return record
-        assert job.future is not None
-        try:
-            await asyncio.wrap_future(job.future)
-        except Exception:
-            return PlainTextResponse("Internal Server Error", status_code=500)
-        return job.result
+            return submitted
+        assert job.task is not None
+        await asyncio.wait({job.task})  # the job goes on if this request is dropped, as OmniRT's does
+        if job.state == "succeeded":
+            return job.result
+        status = next((code for kind, code in refused.items() if isinstance(job.exception, kind)), None)
+        if status is not None:
+            return JSONResponse(status_code=status, content={"detail": job.error})
+        return PlainTextResponse("Internal Server Error", status_code=500)
 
     @app.get("/v1/jobs/{job_id}")
     async def get_job(job_id: str) -> dict[str, Any]:
@@ -138,8 +207,8 @@ def create_app(
         job = job_or_404(job_id)
 
         async def stream() -> AsyncIterator[str]:
-            loop, changed, sent = asyncio.get_running_loop(), asyncio.Event(), 0
-            unsubscribe = runner.subscribe(lambda: loop.call_soon_threadsafe(changed.set))
+            changed, sent = asyncio.Event(), 0
+            unsubscribe = runner.subscribe(changed.set)
             try:
                 while not await request.is_disconnected():
                     changed.clear()
@@ -158,3 +227,20 @@ def create_app(
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     return app
+
+
+def _ticket(payload: GenerateSubmission, request: Request) -> Ticket:
+    """The session and chunk this request belongs to (our headers, else its output_dir) and its transport."""
+    from opentalking_flashhead.server.resident.identity import session_of
+
+    inputs = {key: str(payload.inputs[key]) for key in INPUT_KEYS}
+    image = inline_digest(inputs["image"]) if is_inline(inputs["image"]) else inputs["image"]
+    output_dir = payload.config.get("output_dir")
+    session, chunk = session_of(
+        str(output_dir) if output_dir else None,
+        image,
+        request.headers.get(SESSION_HEADER),
+        request.headers.get(CHUNK_HEADER),
+    )
+    inline_output = request.headers.get(OUTPUT_HEADER, "").strip().lower() == "inline"
+    return Ticket(inputs, session, chunk, inline_output)

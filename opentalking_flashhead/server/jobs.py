@@ -1,27 +1,28 @@
-"""Jobs of the stand-in: OmniRT's job records and events, run on a pool as large as the fake GPU.
+"""Jobs: OmniRT's job records and events, run as tasks on the event loop, ``capacity`` at a time.
 
-``capacity`` generations run at once (the rest wait, queued, and can be cancelled), and each
-takes at least ``latency`` seconds, so a client or benchmark sees a slow service's shape.
+The work itself (``Work``) is a coroutine that never blocks the loop: the renderer and the clip
+writer hand their computing to threads. Each job takes at least ``latency`` seconds and
+``fail_rate`` of them fail transiently (stand-in knobs, so a client sees a slow or flaky
+service's shape). Finished jobs are forgotten after ``keep_sec`` or beyond ``keep_max``, so
+memory stays bounded however long the service runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from opentalking_flashhead.standin.clip import SIZE, render_clip
-from opentalking_flashhead.standin.validation import MODEL_ID
 
 #: The events after which a job never changes again.
 TERMINAL_EVENTS = frozenset({"job_finished", "job_failed", "job_cancelled"})
-BACKEND = "standin"
+FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
+#: How long, and how many, finished jobs stay answerable by ``GET /v1/jobs/{id}``.
+KEEP_SEC = 600.0
+KEEP_MAX = 256
 
 
 def _now_ms() -> int:
@@ -33,30 +34,35 @@ class Job:
     """One generation, shaped like OmniRT's JobRecord."""
 
     request: dict[str, Any]
+    #: What submission decided for the work (resolved inputs, session, output transport).
+    ticket: Any = None
+    backend: str = "standin"
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: str = "queued"
     result: dict[str, Any] | None = None
     error: str | None = None
+    exception: Exception | None = field(default=None, repr=False)
     enqueued_at_ms: int = field(default_factory=_now_ms)
     started_at_ms: int | None = None
     finished_at_ms: int | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
-    future: Future[None] | None = field(default=None, repr=False)
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
     fail: bool = False  # a simulated transient failure (``--fail-rate``) is due
 
     def to_dict(self) -> dict[str, Any]:
+        started = self.started_at_ms is not None
         record = {
             "id": self.id,
             "state": self.state,
-            "backend": BACKEND,
+            "backend": self.backend,
             "request": self.request,
             "error": self.error,
             "trace_id": None,
-            "worker_id": "standin" if self.started_at_ms else None,
+            "worker_id": self.backend if started else None,
             "enqueued_at_ms": self.enqueued_at_ms,
             "started_at_ms": self.started_at_ms,
             "finished_at_ms": self.finished_at_ms,
-            "execution_mode": "standin" if self.started_at_ms else None,
+            "execution_mode": self.backend if started else None,
             "events": list(self.events),
         }
         if self.result is not None:
@@ -64,61 +70,56 @@ class Job:
         return record
 
 
-class JobRunner:
-    """Runs stand-in generations with bounded concurrency and keeps every job for polling."""
+Work = Callable[[Job], Awaitable[dict[str, Any]]]
 
-    def __init__(self, output_dir: Path, *, latency: float = 0.0, capacity: int = 1, fail_rate: float = 0.0) -> None:
-        self.output_dir = output_dir
+
+class JobRunner:
+    """Runs generations with bounded concurrency and keeps recent jobs for polling."""
+
+    def __init__(
+        self,
+        work: Work,
+        *,
+        backend: str,
+        latency: float = 0.0,
+        capacity: int = 1,
+        fail_rate: float = 0.0,
+        keep_sec: float = KEEP_SEC,
+        keep_max: int = KEEP_MAX,
+    ) -> None:
+        self.work = work
+        self.backend = backend
         self.latency = latency
         self.fail_rate = fail_rate
+        self.keep_sec = keep_sec
+        self.keep_max = keep_max
         self.random = random.Random()
-        self.pool = ThreadPoolExecutor(max_workers=max(1, capacity), thread_name_prefix="standin")
+        self.slots = asyncio.Semaphore(max(1, capacity))
         self.jobs: dict[str, Job] = {}
         self.listeners: set[Callable[[], None]] = set()
-        self._lock = threading.Lock()
-        self._last_ms = 0
 
-    def submit(self, request: dict[str, Any], *, fail: bool = False) -> tuple[Job, dict[str, Any]]:
+    def submit(self, request: dict[str, Any], ticket: Any, *, fail: bool = False) -> tuple[Job, dict[str, Any]]:
         """Queue a generation (``fail``: make its run fail); returns the job and its record as of submission."""
-        job = Job(request, fail=fail)
+        self._forget_finished()
+        job = Job(request, ticket, backend=self.backend, fail=fail)
         self.jobs[job.id] = job
         self._event(job, "job_enqueued")
         record = job.to_dict()
-        job.future = self.pool.submit(self._run, job)
+        job.task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         return job, record
 
     def cancel(self, job: Job) -> Job:
         """Like OmniRT: only a job that has not started can be cancelled."""
-        if job.state == "queued" and job.future is not None and job.future.cancel():
+        if job.state == "queued" and job.task is not None:
+            job.task.cancel()
             job.state, job.finished_at_ms = "cancelled", _now_ms()
             self._event(job, "job_cancelled")
         return job
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` (from a worker thread) after every job event; returns the unsubscriber."""
+        """Call ``listener`` after every job event; returns the unsubscriber."""
         self.listeners.add(listener)
         return lambda: self.listeners.discard(listener)
-
-    def shutdown(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def _event(self, job: Job, name: str, **data: Any) -> None:
-        event = {"event": name, "stage": "job", "timestamp_ms": _now_ms(), "data": {"job_id": job.id, **data}}
-        job.events.append(event)
-        for listener in list(self.listeners):
-            listener()
-
-    def _run(self, job: Job) -> None:
-        job.state, job.started_at_ms = "running", _now_ms()
-        self._event(job, "job_started")
-        try:
-            job.result = self._generate(job)
-        except Exception as exc:
-            job.state, job.error, job.finished_at_ms = "failed", str(exc), _now_ms()
-            self._event(job, "job_failed", error=str(exc))
-            raise
-        job.state, job.finished_at_ms = "succeeded", _now_ms()
-        self._event(job, "job_finished")
 
     def draw_failure(self) -> str | None:
         """The simulated transient failure a new generation suffers: ``overload`` (a 503), ``run`` (a failed
@@ -128,42 +129,40 @@ class JobRunner:
             return "overload"
         return "run" if draw < self.fail_rate else None
 
-    def _generate(self, job: Job) -> dict[str, Any]:
-        started = time.monotonic()
-        if job.fail:
-            raise RuntimeError("stand-in: simulated transient failure (--fail-rate)")
-        request = job.request
-        config = request.get("config") or {}
-        output_dir = Path(str(config.get("output_dir") or self.output_dir))
-        if not output_dir.is_absolute():
-            raise ValueError(
-                f"output_dir {str(output_dir)!r} is relative; the model runs in another working directory, "
-                "so give an absolute path both sides can reach"
-            )
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_file = output_dir / f"{MODEL_ID}-{int(config.get('seed', 9999))}-{self._unique_ms()}.mp4"
-        inputs = request["inputs"]
-        frames = render_clip(
-            Path(inputs["image"]), Path(inputs["audio"]), save_file, model_type=str(config.get("model_type", "pro"))
-        )
-        time.sleep(max(0.0, self.latency - (time.monotonic() - started)))
-        artifact = {
-            "kind": "video",
-            "path": str(save_file),
-            "mime": "video/mp4",
-            "width": SIZE,
-            "height": SIZE,
-            "num_frames": frames,
-            "transport": "path",
-            "data_b64": None,
-        }
-        return {
-            "outputs": [artifact],
-            "metadata": {"task": request["task"], "model": MODEL_ID, "backend": BACKEND, "standin": True},
-        }
+    async def shutdown(self) -> None:
+        tasks = [job.task for job in self.jobs.values() if job.task is not None and not job.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _unique_ms(self) -> int:
-        """OmniRT names clips by millisecond; two at once must not share a name here."""
-        with self._lock:
-            self._last_ms = max(_now_ms(), self._last_ms + 1)
-            return self._last_ms
+    def _event(self, job: Job, name: str, **data: Any) -> None:
+        event = {"event": name, "stage": "job", "timestamp_ms": _now_ms(), "data": {"job_id": job.id, **data}}
+        job.events.append(event)
+        for listener in list(self.listeners):
+            listener()
+
+    async def _run(self, job: Job) -> None:
+        async with self.slots:
+            job.state, job.started_at_ms = "running", _now_ms()
+            self._event(job, "job_started")
+            started = time.monotonic()
+            try:
+                if job.fail:
+                    raise RuntimeError(f"{self.backend}: simulated transient failure (--fail-rate)")
+                job.result = await self.work(job)
+                await asyncio.sleep(max(0.0, self.latency - (time.monotonic() - started)))
+            except Exception as exc:
+                job.state, job.error, job.exception, job.finished_at_ms = "failed", str(exc), exc, _now_ms()
+                self._event(job, "job_failed", error=str(exc))
+                return
+            job.state, job.finished_at_ms = "succeeded", _now_ms()
+            self._event(job, "job_finished")
+
+    def _forget_finished(self) -> None:
+        finished = [job for job in self.jobs.values() if job.state in FINISHED_STATES]
+        cutoff = _now_ms() - self.keep_sec * 1000
+        finished.sort(key=lambda job: job.finished_at_ms or 0)
+        excess = len(finished) - self.keep_max
+        for index, job in enumerate(finished):
+            if index < excess or (job.finished_at_ms or 0) < cutoff:
+                del self.jobs[job.id]

@@ -1,41 +1,25 @@
-"""Render a stand-in clip: the reference face with a mouth that follows the voice, labelled "stand-in".
+"""The stand-in renderer: the reference face with a mouth that follows the voice, labelled "stand-in".
 
-The file matches what FlashHead returns (H.264 without B-frames, 512×512 at 25 fps, the input
-audio as AAC, ``round(samples * 25 / 16000)`` frames), so everything downstream of the service
-is exercised for real; the banner makes sure nobody mistakes it for the model's output.
+No model runs: frames are drawn, ``round(samples * 25 / 16000)`` of them, so everything around
+the renderer (protocol, jobs, clip writer, client) is exercised for real; the banner makes sure
+nobody mistakes the output for the model's.
 """
 
 from __future__ import annotations
 
-import os
-from fractions import Fraction
+import asyncio
 from pathlib import Path
+from typing import Any
 
-import av
 import numpy as np
-import soundfile as sf
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-FPS = 25
-SAMPLE_RATE = 16000
-SIZE = 512
+from opentalking_flashhead.server.clip import FPS, SAMPLE_RATE, SIZE, frame_count, read_mono_16k, write_clip
+
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 #: Samples and frames of one model slice, per model type (the audio is padded to whole slices).
 SLICES = {"pro": (17920, 28), "lite": (15360, 24)}
 BANNER = "STAND-IN - not FlashHead output"
-
-
-def frame_count(samples: int) -> int:
-    """Frames a clip of ``samples`` audio samples holds once muxed to the audio's length."""
-    return max(1, round(samples * FPS / SAMPLE_RATE))
-
-
-def read_mono_16k(audio_path: Path) -> np.ndarray:
-    """The input audio as int16 mono at 16 kHz: what the model is fed."""
-    pcm, rate = sf.read(str(audio_path), dtype="int16", always_2d=True)
-    if rate != SAMPLE_RATE:
-        raise ValueError(f"{audio_path}: audio must be sampled at {SAMPLE_RATE} Hz, got {rate} Hz")
-    return pcm.mean(axis=1).astype(np.int16) if pcm.shape[1] > 1 else pcm[:, 0]
 
 
 def base_image(image_path: Path) -> np.ndarray:
@@ -52,12 +36,12 @@ def base_image(image_path: Path) -> np.ndarray:
     return np.asarray(image).copy()
 
 
-def mouth_levels(pcm: np.ndarray, frames: int) -> np.ndarray:
-    """Per-frame loudness in [0, 1] from the RMS of each frame's 640 samples."""
+def mouth_levels(audio: np.ndarray, frames: int) -> np.ndarray:
+    """Per-frame loudness in [0, 1] from the RMS of each frame's 640 samples (float audio in [-1, 1])."""
     padded = np.zeros(frames * SAMPLES_PER_FRAME, dtype=np.float32)
-    used = min(pcm.size, padded.size)
-    padded[:used] = pcm[:used]
-    rms = np.sqrt(np.mean((padded.reshape(frames, SAMPLES_PER_FRAME) / 32768.0) ** 2, axis=1))
+    used = min(audio.size, padded.size)
+    padded[:used] = audio[:used]
+    rms = np.sqrt(np.mean(padded.reshape(frames, SAMPLES_PER_FRAME) ** 2, axis=1))
     return np.clip(rms * 6.0, 0.0, 1.0)
 
 
@@ -80,49 +64,43 @@ class _Mouth:
         region[inside] = (90, 20, 30)
 
 
-def render_clip(image_path: Path, audio_path: Path, save_file: Path, *, model_type: str = "pro") -> int:
-    """Write the stand-in clip for this face and voice to ``save_file``; returns the frames written.
-
-    The file appears complete or not at all.
-    """
-    if model_type not in SLICES:
-        raise ValueError(f"model_type must be one of {sorted(SLICES)}, got {model_type!r}")
-    pcm = read_mono_16k(audio_path)
-    if pcm.size == 0:
-        raise ValueError(f"{audio_path}: the audio is empty")
+def draw_frames(image_path: Path, audio: np.ndarray) -> np.ndarray:
+    """The stand-in's frames for this face and voice (float32 mono 16 kHz): uint8 RGB (n, 512, 512, 3)."""
+    if audio.size == 0:
+        raise ValueError("the audio is empty")
     base = base_image(image_path)
-    frames = frame_count(pcm.size)
-    partial = save_file.with_name(f".{save_file.name}.partial")
-    try:
-        _encode(partial, base, pcm, frames)
-        os.replace(partial, save_file)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    count = frame_count(audio.size)
+    frames = np.repeat(base[np.newaxis], count, axis=0)
+    mouth = _Mouth()
+    for index, level in enumerate(mouth_levels(audio, count)):
+        mouth.draw(frames[index], float(level))
+        frames[index, 36:40, : SIZE * (index + 1) // count] = (255, 214, 0)  # where in the clip this frame is
     return frames
 
 
-def _encode(path: Path, base: np.ndarray, pcm: np.ndarray, frames: int) -> None:
-    mouth = _Mouth()
-    with av.open(str(path), mode="w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=FPS)
-        video.width = video.height = SIZE
-        video.pix_fmt = "yuv420p"
-        video.options = {"preset": "ultrafast", "tune": "zerolatency", "bf": "0"}
-        audio = container.add_stream("aac", rate=SAMPLE_RATE)
-        audio.layout = "mono"
-        for index, level in enumerate(mouth_levels(pcm, frames)):
-            image = base.copy()
-            mouth.draw(image, float(level))
-            image[36:40, : SIZE * (index + 1) // frames] = (255, 214, 0)  # where in the clip this frame is
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = index
-            frame.time_base = Fraction(1, FPS)
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        sound = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        sound.sample_rate = SAMPLE_RATE
-        sound.pts = 0
-        sound.time_base = Fraction(1, SAMPLE_RATE)
-        container.mux(audio.encode(sound))
-        container.mux(audio.encode(None))
+def render_clip(image_path: Path, audio_path: Path, save_file: Path, *, model_type: str = "pro") -> int:
+    """Write the stand-in clip for this face and voice to ``save_file`` (for fake model checkouts);
+    returns the frames written. The file appears complete or not at all."""
+    if model_type not in SLICES:
+        raise ValueError(f"model_type must be one of {sorted(SLICES)}, got {model_type!r}")
+    pcm = read_mono_16k(audio_path)
+    return write_clip(save_file, draw_frames(image_path, pcm.astype(np.float32) / 32768.0), pcm)
+
+
+class StandinRenderer:
+    """The renderer behind ``serve-standin``: stateless, always ready, drawing in a worker thread."""
+
+    ready = True
+
+    async def render(self, *, image: Path, audio: np.ndarray, session: str | None, chunk: int | None) -> np.ndarray:
+        return await asyncio.to_thread(draw_frames, image, audio)
+
+    def close_session(self, session: str) -> bool:
+        """Nothing is kept per session, so there is nothing to close."""
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        return {"resident": False, "standin": True}
+
+    async def aclose(self) -> None:
+        """No threads or state of its own to stop."""
