@@ -144,6 +144,13 @@ def create_app(
         app.add_middleware(ApiKeys, keys=set(api_keys))
     app.add_middleware(BodyCap, limit=max_body_bytes)
 
+    def _model_errors(config: Mapping[str, Any]) -> list[str]:
+        """A renderer that runs one model type cannot honour another (the stand-in draws any)."""
+        served, asked = renderer.describe().get("model_type"), config.get("model_type")
+        if served is None or asked in (None, served):
+            return []
+        return [f"This service runs model_type {served!r} (its --model-type); the request asks for {asked!r}."]
+
     def job_or_404(job_id: str) -> Job:
         job = runner.jobs.get(job_id)
         if job is None:
@@ -174,7 +181,7 @@ def create_app(
         record = payload.model_dump(exclude={"async_run"})
         record["backend"] = backend if record["backend"] == "auto" else record["backend"]
         errors = validate(payload.task, payload.model, payload.inputs, payload.config)
-        errors = errors or boundary_errors(payload.inputs, payload.config, roots)
+        errors = errors or boundary_errors(payload.inputs, payload.config, roots) or _model_errors(payload.config)
         if errors:
             raise HTTPException(status_code=400, detail="\n".join(f"- {e}" for e in errors))
         if not renderer.ready:
