@@ -240,3 +240,21 @@ async def test_doctor_probes_with_the_lite_slice_and_reports_it(lite, tmp_path: 
     listed = next(check for check in checks if check.name == "model listed")
     assert "resident lite model, slices of 15360 samples" in listed.detail
     assert checks[-1].detail.startswith("24 frames of 24") and "sent back inline" in checks[-1].detail
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "chunk", "fixed"),
+    [
+        ({}, {}, 17920, False),
+        ({"model_type": "lite"}, {}, 15360, False),
+        ({"model_type": "lite"}, {"CHUNK_SAMPLES": "16000"}, 16000, True),
+    ],
+)
+def test_the_chunk_follows_the_configured_model_type(config: dict, env: dict, chunk: int, fixed: bool) -> None:
+    import json
+
+    from opentalking_flashhead.settings import Settings
+
+    environ = {f"OPENTALKING_FLASHHEAD_{k}": v for k, v in {**env, "CONFIG_JSON": json.dumps(config)}.items()}
+    settings = Settings.load(environ=environ)
+    assert (settings.chunk_samples, settings.chunk_samples_fixed) == (chunk, fixed)
