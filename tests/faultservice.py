@@ -22,7 +22,7 @@ import soundfile as sf
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from opentalking_flashhead.standin.clip import render_clip
+from opentalking_flashhead.server.standin import render_clip
 
 FAULTS = (
     "ok",

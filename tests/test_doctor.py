@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from opentalking_flashhead.cli import main
-from opentalking_flashhead.standin.serve import running_standin
+from opentalking_flashhead.server.serve import running_standin
 
 import servers
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from opentalking_flashhead.standin.clip import render_clip
+from opentalking_flashhead.server.standin import render_clip
 
 
 def main() -> int:
