@@ -49,6 +49,11 @@ class ResidentModel:
         self._inference.get_base_data(
             self._pipeline, cond_image_path_or_dir=str(image), base_seed=self.options.seed, use_face_crop=False
         )
+        if self._pipeline.motion_frames_num != self.spec.motion_frames:
+            raise RuntimeError(
+                f"the checkout's infer_params now say {self._pipeline.motion_frames_num} motion frames, not "
+                f"{self.spec.motion_frames}: another model type was loaded in this process (one type a process)"
+            )
         return state.StreamState.take(self._pipeline, self.options.device, slicing.silent_window())
 
     def run_slice(self, stream: state.StreamState, samples: np.ndarray) -> np.ndarray:

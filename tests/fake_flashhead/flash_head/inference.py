@@ -65,4 +65,4 @@ def run_pipeline(pipeline, audio_embedding):
     time.sleep(float(os.environ.get("FAKE_FLASHHEAD_SLICE_SEC", "0") or 0))
     audio_embedding = audio_embedding.to(pipeline.device)
     sample = pipeline.generate(audio_embedding)
-    return (((sample + 1) / 2).permute(1, 2, 3, 0).clip(0, 1) * 255).contiguous()
+    return sample.add_(1).div_(2).clip_(0, 1).mul_(255).permute(1, 2, 3, 0).contiguous()  # in place: less memory

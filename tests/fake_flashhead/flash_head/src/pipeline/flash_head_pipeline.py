@@ -43,7 +43,7 @@ class FakeModel(torch.nn.Module):
         self.register_buffer("gain", torch.tensor(4.0))  # a weight, so moving to a missing GPU fails as it would
 
     def forward(self, x, timestep, context, y):
-        level = context.float().mean(dim=(2, 3, 4))[0, :: self.time_stride]  # one value per latent frame
+        level = context[0, :, :, 0, 0].float().mean(dim=1)[:: self.time_stride]  # one per latent frame
         target = torch.tanh(y + (self.gain * level).view(1, 1, -1, 1, 1).to(y.dtype))
         return x - target
 
@@ -65,10 +65,10 @@ class FakeVAE:
         return latent
 
     def decode(self, zs):
-        frame_num = (zs.shape[1] - 1) * self.stride[0] + 1
-        video = zs.repeat_interleave(self.stride[0], dim=1)[:, :frame_num]
-        video = video.repeat_interleave(self.stride[1], dim=2).repeat_interleave(self.stride[2], dim=3)
-        return video[None]
+        channels, frames, height, width = zs.shape
+        t, h, w = self.stride
+        video = zs[:, :, None, :, None, :, None].expand(channels, frames, t, height, h, width, w)
+        return video.reshape(1, channels, frames * t, height * h, width * w)[:, :, : (frames - 1) * t + 1]
 
 
 def get_cond_image_dict(cond_image_path_or_dir, use_face_crop):
@@ -201,10 +201,10 @@ class FlashHeadPipeline:
         noise[:, : self.latent_motion_frames.shape[1]] = self.latent_motion_frames
         torch.cuda.synchronize()
         videos = self.vae.decode(noise)
-        level = audio_embedding.float().mean(dim=(2, 3, 4))[0]
+        level = audio_embedding[0, :, :, 0, 0].float().mean(dim=1)
         videos[0, :, :, :STRIPE_ROWS] = torch.tanh(4 * level).view(1, -1, 1, 1).to(videos.dtype)
         if self.color_correction_strength > 0.0:
-            videos = 0.9 * videos + 0.1 * self.original_color_reference
+            videos = videos.mul_(0.9).add_(0.1 * self.original_color_reference)
         cond_frame = videos[:, :, -self.motion_frames_num :]
         torch.cuda.synchronize()
         self.latent_motion_frames = self.vae.encode(cond_frame)
