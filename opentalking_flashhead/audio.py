@@ -13,9 +13,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from opentalking_flashhead import confined
-from opentalking_flashhead.confined import Place
-
 
 def to_int16(pcm: object) -> np.ndarray:
     """Return ``pcm`` as 1-D int16, converting float audio in [-1, 1]; reject anything else loudly."""
@@ -37,16 +34,12 @@ def to_int16(pcm: object) -> np.ndarray:
     raise ValueError(f"audio chunk must be int16 or float32/float64 in [-1, 1], got dtype {pcm.dtype}")
 
 
-def write_wav(place: Place, pcm: np.ndarray, sample_rate: int) -> Path:
-    """Write 16-bit mono WAV atomically (:func:`.confined.write_file`); its path.
-
-    The file is encoded in memory and written in one call: half the cost of letting libsndfile
-    write the file itself, on the path of every chunk.
-    """
+def wav_bytes(pcm: np.ndarray, sample_rate: int) -> bytes:
+    """16-bit mono WAV, encoded in memory: half the cost of letting libsndfile write the file itself,
+    on the path of every chunk, and what an inline request carries as it is."""
     encoded = io.BytesIO()
     sf.write(encoded, pcm, sample_rate, subtype="PCM_16", format="WAV")
-    confined.write_file(place, encoded.getbuffer())
-    return place.path
+    return encoded.getvalue()
 
 
 def load_speech(path: Path, sample_rate: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from opentalking_flashhead.errors import FlashHeadError
+from opentalking_flashhead.settings import DEFAULT_SHARED_DIR
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -21,24 +22,89 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_standin(args: argparse.Namespace) -> int:
+def _port_taken(args: argparse.Namespace) -> bool:
+    """Say so, naming --port, before a service command prints that it listens."""
     from opentalking_flashhead.ports import listen_error
-    from opentalking_flashhead.standin.serve import serve
 
     busy = listen_error(args.host, args.port)
     if busy is not None:
         print(f"error: {busy}; stop what holds it, or choose another port with --port", file=sys.stderr)
+    return busy is not None
+
+
+def _serve_standin(args: argparse.Namespace) -> int:
+    from opentalking_flashhead.server.serve import serve
+
+    if _port_taken(args):
         return 1
     serve(
         args.host,
         args.port,
         args.output_dir.resolve(),
+        shared_roots=args.shared_root or [Path(DEFAULT_SHARED_DIR)],
         api_key_file=args.api_key_file,
         latency=args.latency,
         capacity=args.capacity,
         fail_rate=args.fail_rate,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
     )
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from opentalking_flashhead.server.resident.options import ModelOptions, StartupError
+    from opentalking_flashhead.server.serve_model import serve_model
+
+    options = ModelOptions(
+        flashhead_repo=args.flashhead_repo,
+        ckpt_dir=args.ckpt_dir,
+        wav2vec_dir=args.wav2vec_dir,
+        model_type=args.model_type,
+        device=args.device,
+        dtype=args.dtype,
+        compile=not args.no_compile,
+        max_sessions=args.max_sessions,
+        session_ttl_sec=args.session_ttl,
+    )
+    if _port_taken(args):
+        return 1
+    try:
+        serve_model(
+            options,
+            args.host,
+            args.port,
+            args.output_dir.resolve(),
+            shared_roots=args.shared_root or [Path(DEFAULT_SHARED_DIR)],
+            api_key_file=args.api_key_file,
+            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        )
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_service_flags(command: argparse.ArgumentParser, output_dir: str) -> None:
+    """The flags every service command shares: where it listens, reads, writes, and whom it serves."""
+    command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    command.add_argument("--port", type=int, default=8766, help="port to listen on (default 8766)")
+    command.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(output_dir),
+        help=f"where clips are written unless a request names its own output_dir (default {output_dir})",
+    )
+    command.add_argument(
+        "--shared-root",
+        type=Path,
+        action="append",
+        help="storage shared with clients; inputs are read and clips written only under these and --output-dir "
+        f"(repeatable; default {DEFAULT_SHARED_DIR}, the client's default)",
+    )
+    command.add_argument("--api-key-file", type=Path, help="accept only the keys in this file (one per line)")
+    command.add_argument(
+        "--max-body-mb", type=_positive_float, default=32.0, help="larger request bodies get 413 (default 32)"
+    )
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -65,10 +131,12 @@ def _render(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         base_url = args.base_url or configured_base_url()
         if not base_url:
-            from opentalking_flashhead.standin.serve import running_standin
+            from opentalking_flashhead.server.serve import running_standin
 
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flashhead-standin-")))
-            base_url = stack.enter_context(running_standin(scratch, capacity=args.jobs))
+            shared = os.environ.get(env_name("shared_local_dir"), "").strip()
+            roots = [scratch] + ([Path(shared)] if shared else [])
+            base_url = stack.enter_context(running_standin(scratch, shared_roots=roots, capacity=args.jobs))
             if not os.environ.get(env_name("shared_local_dir"), "").strip():
                 # Not the fixed default dir, which other users' processes on this machine share.
                 client_settings = {"shared_local_dir": str(scratch), "shared_remote_dir": str(scratch)}
@@ -167,15 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     standin = commands.add_parser(
         "serve-standin", help="serve a stand-in FlashHead service (OmniRT's protocol, drawn frames, no GPU)"
     )
-    standin.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    standin.add_argument("--port", type=int, default=8766, help="port to listen on (default 8766)")
-    standin.add_argument(
-        "--output-dir",
-        type=Path,
-        default=Path("/tmp/flashhead-standin-out"),
-        help="where clips are written unless a request names its own output_dir (default /tmp/flashhead-standin-out)",
-    )
-    standin.add_argument("--api-key-file", type=Path, help="accept only the keys in this file (one per line)")
+    _add_service_flags(standin, "/tmp/flashhead-standin-out")
     standin.add_argument(
         "--latency", type=float, default=0.0, help="seconds each generation takes at least (default 0)"
     )
@@ -187,6 +247,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of generations that fail transiently, 0 to 1 (default 0)",
     )
     standin.set_defaults(run=_serve_standin)
+
+    serve = commands.add_parser(
+        "serve", help="serve SoulX-FlashHead resident (loaded once, sessions continuous) over OmniRT's protocol"
+    )
+    serve.add_argument("--flashhead-repo", type=Path, required=True, help="your SoulX-FlashHead checkout")
+    serve.add_argument("--ckpt-dir", type=Path, required=True, help="the checkpoint dir (Model_Lite/, VAE_LTX/, …)")
+    serve.add_argument("--wav2vec-dir", type=Path, required=True, help="the wav2vec2-base-960h dir")
+    serve.add_argument(
+        "--model-type", choices=("lite", "pro"), default="lite", help="which SoulX-FlashHead model (default lite)"
+    )
+    serve.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
+    serve.add_argument(
+        "--dtype",
+        choices=("bf16", "fp16", "fp32"),
+        default="bf16",
+        help="parameter dtype (default bf16; fp32 on a CPU)",
+    )
+    serve.add_argument("--no-compile", action="store_true", help="skip torch.compile (faster start, slower slices)")
+    _add_service_flags(serve, "/tmp/flashhead-out")
+    serve.add_argument("--max-sessions", type=_positive_int, default=8, help="sessions kept at once (default 8)")
+    serve.add_argument(
+        "--session-ttl", type=_positive_float, default=300.0, help="seconds idle before a session ends (default 300)"
+    )
+    serve.set_defaults(run=_serve)
     return parser
 
 

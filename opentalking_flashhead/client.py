@@ -8,6 +8,7 @@ init_session(ref_image, **anything) → generate(pcm)* → close(), and again af
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import logging
@@ -54,6 +55,8 @@ class _Session:
     output_remote: str
     output_local: Place | None
     still: np.ndarray
+    #: The reference as a data URI when the service takes inputs inline (no shared storage needed).
+    reference_inline: str | None = None
     clock: FrameClock = field(default_factory=lambda: FrameClock(FPS, SAMPLE_RATE))
     chunks: int = 0
     stills_in_a_row: int = 0
@@ -86,6 +89,8 @@ class FlashHeadClient:
         self.slice_len = round(self.audio_chunk_samples * FPS / SAMPLE_RATE)
         self.frame_num = self.slice_len
         self.motion_frames_num = 0
+        #: What the service advertises beyond OmniRT's protocol (examples/protocol-extensions.md).
+        self.extensions: frozenset[str] = frozenset()
         self._service: ServiceClient | None = None
         self._locator: ClipLocator | None = None
         self._session: _Session | None = None
@@ -130,6 +135,7 @@ class FlashHeadClient:
                 raise
             if self._session is not None:
                 await self._end_session()
+            self._adopt(await self._service.model_card())
             session = self._session = self._open_session(face)
         log.info(
             "FlashHead session %s: %s model=%s chunk=%d samples (%d frames)",
@@ -140,6 +146,24 @@ class FlashHeadClient:
             self.slice_len,
         )
         return self.describe()
+
+    def _adopt(self, card: Mapping[str, Any]) -> None:
+        """Use what the service advertises: its extensions, and its slice as the chunk length unless
+        CHUNK_SAMPLES fixes it (a whole slice per chunk wastes no compute on padding)."""
+        extensions = card.get("extensions")
+        self.extensions = (
+            frozenset(e for e in extensions if isinstance(e, str)) if isinstance(extensions, list) else frozenset()
+        )
+        slice_samples = card.get("slice_samples")
+        if not self.settings.chunk_samples_fixed and isinstance(slice_samples, int) and slice_samples > 0:
+            self.audio_chunk_samples = slice_samples
+            self.slice_len = self.frame_num = round(slice_samples * FPS / SAMPLE_RATE)
+
+    @property
+    def inline(self) -> bool:
+        """Inputs and clips travel in HTTP, not through shared storage: the service offers it and no
+        storage mapping was configured."""
+        return "inline-io" in self.extensions and not self.settings.storage_mapped
 
     async def generate(self, pcm: np.ndarray) -> list[Any]:
         """Frames for one chunk of 16 kHz audio: exactly as many as keep the session in sync."""
@@ -191,14 +215,16 @@ class FlashHeadClient:
         self.stats.chunks += 1
         deadline = time.monotonic() + self.settings.chunk_deadline_sec
         chunk = f"{index:06d}"
-        wav = _write_audio(session, chunk, samples)
+        encoded = audio.wav_bytes(samples, SAMPLE_RATE)
+        # Inline, the audio travels in the request: nothing of the chunk goes to shared storage.
+        wav = None if session.reference_inline is not None else _write_audio(session, chunk, encoded)
         session.inflight.add(chunk)
         first_failure: FlashHeadError | None = None  # what started the trouble; later ones may be mere timeouts
         try:
             for attempt in itertools.count():
                 try:
                     with http_bounds.chunk_deadline(deadline):
-                        images = await self._attempt(session, chunk, wav, samples.size, deadline)
+                        images = await self._attempt(session, chunk, wav, encoded, samples.size, deadline)
                     session.stills_in_a_row = 0
                     break
                 except FlashHeadError as exc:
@@ -214,7 +240,8 @@ class FlashHeadClient:
                     log.warning("FlashHead chunk %d failed (%s); retrying in %.2f s", index, exc, pause)
                     await asyncio.sleep(pause)
         finally:
-            confined.remove(session.place / wav.name)
+            if wav is not None:
+                confined.remove(session.place / wav.name)
             session.inflight.discard(chunk)
             _remove_outputs(session)
         shown = fit(images, due) if due > 0 else []
@@ -226,18 +253,26 @@ class FlashHeadClient:
             for i, img in enumerate(shown)
         ]
 
-    async def _attempt(self, session: _Session, chunk: str, wav: Path, samples: int, deadline: float) -> list[Any]:
-        """Request, fetch and decode one chunk's clip once."""
+    async def _attempt(
+        self, session: _Session, chunk: str, wav: Path | None, encoded: bytes, samples: int, deadline: float
+    ) -> list[Any]:
+        """Request, fetch and decode one chunk's clip once; ``wav`` is ``encoded`` in shared storage,
+        ``None`` when inputs travel inline."""
         assert self._service is not None and self._locator is not None
         output_dir = f"{session.output_remote}/{chunk}"
+        config = self.settings.service_config(output_dir)
+        headers = {"X-FlashHead-Session": session.name, "X-FlashHead-Chunk": str(int(chunk))}
+        if wav is None:  # nothing on shared storage: inputs and clip travel in HTTP
+            assert session.reference_inline is not None
+            inputs = {"image": session.reference_inline, "audio": _data_uri(encoded, "audio/wav")}
+            config.pop("output_dir")
+            headers["X-FlashHead-Output"] = "inline"
+        else:
+            inputs = {"image": session.reference_remote, "audio": self._locator.paths.to_remote(wav)}
         body = await self._service.generate(
-            {
-                "task": "audio2video",
-                "model": self.settings.model,
-                "inputs": {"image": session.reference_remote, "audio": self._locator.paths.to_remote(wav)},
-                "config": self.settings.service_config(output_dir),
-            },
+            {"task": "audio2video", "model": self.settings.model, "inputs": inputs, "config": config},
             deadline,
+            headers,
         )
         ref = find_clip(body)
         with _private_dir() as private:  # outside shared storage, where the service cannot swap anything
@@ -294,7 +329,10 @@ class FlashHeadClient:
                 f"(and {env_name('save_dir')}) to writable directories"
             ) from exc
         output_local = paths.locate(output_remote)
-        return _Session(name, place, lock, paths.to_remote(reference.path), output_remote, output_local, face.still)
+        inline = _data_uri(face.data, f"image/{face.suffix.lstrip('.')}") if self.inline else None
+        return _Session(
+            name, place, lock, paths.to_remote(reference.path), output_remote, output_local, face.still, inline
+        )
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""
@@ -304,11 +342,18 @@ class FlashHeadClient:
             task.cancel()
         abandoned = bool(self._inflight)
         await asyncio.gather(*self._inflight, return_exceptions=True)
+        if session is not None and self._service is not None and "close-session" in self.extensions:
+            await self._service.close_session(session.name)
         if session is not None:
             places = [session.place] + ([session.output_local] if session.output_local else [])
             linger = max(self.settings.timeout_sec, storage.LINGER_MIN_SEC) if abandoned or session.abandoned else 0.0
             storage.remove_lingering(places, linger)
             os.close(session.lock)
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    """An input sent inline (the ``inline-io`` extension): ``data:<mime>;base64,<payload>``."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def _remove_outputs(session: _Session) -> None:
@@ -321,11 +366,13 @@ def _remove_outputs(session: _Session) -> None:
         confined.remove_children(session.output_local, keep=session.inflight)
 
 
-def _write_audio(session: _Session, chunk: str, samples: np.ndarray) -> Path:
+def _write_audio(session: _Session, chunk: str, encoded: bytes) -> Path:
     """The chunk's WAV in the session's directory; a full or read-only disk, or the directory
     removed under us, is a :class:`ConfigError` naming the setting, never a bare ``OSError``."""
+    place = session.place / f"chunk-{chunk}.wav"
     try:
-        return audio.write_wav(session.place / f"chunk-{chunk}.wav", samples, SAMPLE_RATE)
+        confined.write_file(place, encoded)
+        return place.path
     except OSError as exc:
         raise ConfigError(
             f"cannot write the chunk's audio in {session.place}: {exc.strerror}; free space there, "

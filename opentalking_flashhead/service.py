@@ -189,17 +189,49 @@ class ServiceClient:
             detail = _detail(response, response.content)
             raise ServiceUnavailable(f"{url} answered HTTP {response.status_code}: {detail}")
 
-    async def generate(self, payload: Mapping[str, Any], deadline: float | None = None) -> dict[str, Any]:
+    async def model_card(self) -> dict[str, Any]:
+        """Our model's entry in ``/v1/models`` (what the service advertises: slice, extensions), or {}
+        when it cannot be read: then nothing beyond OmniRT's protocol is used."""
+        try:
+            async with http_bounds.by(time.monotonic() + HEALTH_TIMEOUT_SEC):
+                request = self.http.build_request("GET", "/v1/models", timeout=HEALTH_TIMEOUT_SEC)
+                response = await self.http.send(request, stream=True)
+                async with contextlib.aclosing(response):
+                    body = await http_bounds.read_capped(response)
+            cards = _object(response, body).get("data") if response.status_code == 200 else None
+        except (httpx.HTTPError, TimeoutError, FlashHeadError):
+            return {}
+        for card in cards if isinstance(cards, list) else []:
+            if isinstance(card, dict) and card.get("id") == self.settings.model:
+                return card
+        return {}
+
+    async def close_session(self, session: str) -> None:
+        """Best effort: end the session on a service that advertises the close route."""
+        try:
+            async with http_bounds.by(time.monotonic() + HEALTH_TIMEOUT_SEC):
+                await self.http.delete(f"/v1/sessions/{session}", timeout=HEALTH_TIMEOUT_SEC)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            log.debug("closing FlashHead session %s failed: %s", session, exc)
+
+    async def generate(
+        self, payload: Mapping[str, Any], deadline: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Run one generation and return the sync-style body (``outputs`` and ``metadata``).
 
         ``deadline`` (``time.monotonic()``) bounds it, retries included; by default the timeout.
         A service showing no progress for ``STALL_SEC`` raises :class:`ServiceStalled` sooner.
+        ``headers``: our extensions' (session, chunk, inline clip), which OmniRT ignores.
         """
         deadline = min(deadline or math.inf, time.monotonic() + self.settings.timeout_sec)
         progress = _Progress(self.settings.stall_sec)
+        sent = dict(headers or {})
         if not self.settings.async_jobs:
-            return await self._call("POST", "/v1/generate", deadline, progress, slow_answer=True, json=dict(payload))
-        job = await self._call("POST", "/v1/generate", deadline, progress, json={**payload, "async_run": True})
+            return await self._call(
+                "POST", "/v1/generate", deadline, progress, slow_answer=True, json=dict(payload), headers=sent
+            )
+        submission = {**payload, "async_run": True}
+        job = await self._call("POST", "/v1/generate", deadline, progress, json=submission, headers=sent)
         progress.mark()
         if not job.get("id"):
             raise GenerationFailed(f"the service accepted the job but gave it no id: {str(job)[:200]}", retryable=True)

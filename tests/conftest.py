@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 import servers
 
-SERVICE_KINDS = ["omnirt", "standin"]
+SERVICE_KINDS = ["omnirt", "standin", "serve"]
 
 
 def _started(service: servers.ServiceProcess) -> Iterator[servers.ServiceProcess]:
@@ -23,7 +23,7 @@ def _started(service: servers.ServiceProcess) -> Iterator[servers.ServiceProcess
 
 @pytest.fixture(scope="session", params=SERVICE_KINDS)
 def flashhead_service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """A running FlashHead service of each kind: the real OmniRT server, then our stand-in."""
+    """A running FlashHead service of each kind: the real OmniRT server, our stand-in, our resident ``serve``."""
     factory = getattr(servers, request.param)
     yield from _started(factory(tmp_path_factory.mktemp(request.param)))
 

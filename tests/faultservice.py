@@ -34,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from opentalking_flashhead.standin.clip import render_clip
+from opentalking_flashhead.server.standin import render_clip
 
 FAULTS = (
     "ok",

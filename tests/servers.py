@@ -1,4 +1,4 @@
-"""Start and stop local FlashHead services (real OmniRT, our stand-in) as subprocesses for tests."""
+"""Start and stop local FlashHead services (real OmniRT, our stand-in, our resident ``serve``) as subprocesses."""
 
 from __future__ import annotations
 
@@ -114,19 +114,50 @@ def omnirt(workdir: Path, api_key: str | None = None, env: dict[str, str] | None
     return ServiceProcess("omnirt", command, output_dir, workdir / "omnirt.log", port, api_key, env)
 
 
+def _ours(
+    kind: str,
+    subcommand: Sequence[str],
+    workdir: Path,
+    api_key: str | None,
+    env: dict[str, str] | None,
+    extra_args: Sequence[str],
+) -> ServiceProcess:
+    """One of our services, started as a user starts it (``opentalking-flashhead SUBCOMMAND …``), reading
+    and writing only under its output dir and the tests' temp root (where every test's shared dir lies)."""
+    port = free_port()
+    output_dir = workdir / f"{kind}-out"
+    command = [sys.executable, "-m", "opentalking_flashhead.cli", *subcommand, "--port", str(port)]
+    command += ["--output-dir", str(output_dir), "--shared-root", str(workdir.parent), *extra_args]
+    if api_key:
+        key_file = workdir / f"{kind}-keys.txt"
+        key_file.write_text(api_key + "\n")
+        command += ["--api-key-file", str(key_file)]
+    return ServiceProcess(kind, command, output_dir, workdir / f"{kind}.log", port, api_key, env)
+
+
 def standin(
     workdir: Path, api_key: str | None = None, env: dict[str, str] | None = None, extra_args: Sequence[str] = ()
 ) -> ServiceProcess:
-    """Our stand-in service, started as a user starts it (``opentalking-flashhead serve-standin``)."""
-    port = free_port()
-    output_dir = workdir / "standin-out"
-    command = [sys.executable, "-m", "opentalking_flashhead.cli", "serve-standin", "--port", str(port)]
-    command += ["--output-dir", str(output_dir), *extra_args]
-    if api_key:
-        key_file = workdir / "standin-keys.txt"
-        key_file.write_text(api_key + "\n")
-        command += ["--api-key-file", str(key_file)]
-    return ServiceProcess("standin", command, output_dir, workdir / "standin.log", port, api_key, env)
+    """Our stand-in service (``serve-standin``)."""
+    return _ours("standin", ["serve-standin"], workdir, api_key, env, extra_args)
+
+
+FAKE_CHECKOUT = TESTS / "fake_flashhead"
+
+
+def serve(
+    workdir: Path,
+    api_key: str | None = None,
+    env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    model_type: str = "pro",
+) -> ServiceProcess:
+    """Our resident service (``serve``) on the CPU with the test double (the fake SoulX-FlashHead checkout)."""
+    models = FAKE_CHECKOUT / "models"
+    subcommand = ["serve", "--flashhead-repo", str(FAKE_CHECKOUT), "--ckpt-dir", str(models / "SoulX-FlashHead-1_3B")]
+    subcommand += ["--wav2vec-dir", str(models / "wav2vec2-base-960h"), "--model-type", model_type]
+    subcommand += ["--device", "cpu", "--dtype", "fp32", "--no-compile"]
+    return _ours("serve", subcommand, workdir, api_key, env, extra_args)
 
 
 def slow(kind: str, workdir: Path, seconds: float) -> ServiceProcess:

@@ -6,7 +6,7 @@ import pytest
 
 from opentalking_flashhead import availability
 from opentalking_flashhead.plugin import check_availability, create_client
-from opentalking_flashhead.standin.serve import running_standin
+from opentalking_flashhead.server.serve import running_standin
 
 pytestmark = pytest.mark.service
 

@@ -40,7 +40,7 @@ from opentalking_flashhead.errors import (
     ServiceUnavailable,
 )
 from opentalking_flashhead.reference import still_of
-from opentalking_flashhead.standin.serve import running_app
+from opentalking_flashhead.server.serve import running_app
 
 import servers
 

@@ -17,7 +17,7 @@ import soundfile as sf
 
 from opentalking_flashhead.cli import main
 from opentalking_flashhead.render import render
-from opentalking_flashhead.standin.serve import running_standin
+from opentalking_flashhead.server.serve import running_standin
 
 import servers
 

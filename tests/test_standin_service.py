@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 from pathlib import Path
 
 import av
@@ -13,9 +16,10 @@ from omnirt.api import validate as omnirt_validate
 from omnirt.core.types import GenerateRequest
 from PIL import Image
 
-from opentalking_flashhead.standin.clip import frame_count, render_clip
-from opentalking_flashhead.standin.serve import running_standin
-from opentalking_flashhead.standin.validation import validate
+from opentalking_flashhead.server.clip import frame_count
+from opentalking_flashhead.server.serve import running_standin
+from opentalking_flashhead.server.standin import render_clip
+from opentalking_flashhead.server.validation import validate
 
 MODEL = "soulx-flashhead-1.3b"
 
@@ -168,3 +172,131 @@ def test_fail_rate_one_fails_every_generation_half_each_way(media: dict[str, Pat
             outcomes.append(client.get(f"/v1/jobs/{job_id}").json()["state"])
     assert set(outcomes) == {"503", "failed"}
     assert list((tmp_path / "out").iterdir()) == []
+
+
+# The stand-in as an exposed server (issue 9): what a request may read and write, how much it may send,
+# how long jobs are kept; and the protocol extensions (examples/protocol-extensions.md).
+
+
+@pytest.fixture
+def fenced(tmp_path: Path, media: dict[str, Path]):
+    """A stand-in reading and writing only under ``out`` and ``shared``; the media copied into ``shared``."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for key in ("image", "audio"):
+        (shared / media[key].name).write_bytes(media[key].read_bytes())
+    with running_standin(tmp_path / "out", shared_roots=[shared]) as url:
+        yield httpx.Client(base_url=url, timeout=30), shared
+
+
+def fenced_body(shared: Path, **inputs: str) -> dict:
+    return {"task": "audio2video", "model": MODEL, "inputs": {"image": str(shared / "face.png"), **inputs}}
+
+
+def test_inputs_outside_the_roots_are_refused(fenced, tmp_path: Path) -> None:
+    client, shared = fenced
+    passwd = client.post("/v1/generate", json=fenced_body(shared, audio="/etc/passwd"))
+    assert passwd.status_code == 400
+    assert passwd.json()["detail"].startswith("- Input audio is outside the service's directories: /etc/passwd")
+    assert "--shared-root" in passwd.json()["detail"]
+    (shared / "link.wav").symlink_to("/etc/passwd")  # a link inside a root does not lead out of it
+    linked = client.post("/v1/generate", json=fenced_body(shared, audio=str(shared / "link.wav")))
+    assert linked.status_code == 400 and "outside the service's directories" in linked.json()["detail"]
+    (shared / "dir.wav").mkdir()
+    directory = client.post("/v1/generate", json=fenced_body(shared, audio=str(shared / "dir.wav")))
+    assert directory.status_code == 400 and "not a regular file" in directory.json()["detail"]
+    inside = client.post("/v1/generate", json=fenced_body(shared, audio=str(shared / "a.wav")))
+    assert inside.status_code == 200 and inside.json()["outputs"][0]["num_frames"] == 28
+
+
+def test_output_dirs_outside_the_roots_are_refused(fenced, tmp_path: Path) -> None:
+    client, shared = fenced
+    elsewhere = tmp_path / "elsewhere" / "chunk"
+    body = {**fenced_body(shared, audio=str(shared / "a.wav")), "config": {"output_dir": str(elsewhere)}}
+    refused = client.post("/v1/generate", json=body)
+    assert refused.status_code == 400 and "output_dir is outside the service's directories" in refused.text
+    assert not (tmp_path / "elsewhere").exists()
+    (shared / "escape").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    body["config"]["output_dir"] = str(shared / "escape" / "chunk")
+    assert client.post("/v1/generate", json=body).status_code == 400
+    body["config"]["output_dir"] = str(shared / "session" / "000001")
+    clip = client.post("/v1/generate", json=body).json()["outputs"][0]["path"]
+    assert Path(clip).parent == shared / "session" / "000001" and Path(clip).is_file()
+
+
+def test_bodies_over_the_cap_get_413_and_are_not_logged(
+    media: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    marker = "SECRET-BODY-MARKER"
+    with running_standin(tmp_path / "out", max_body_bytes=4096) as url:
+        client = httpx.Client(base_url=url, timeout=30)
+        big = body(media, config={"output_dir": f"{tmp_path}/{marker * 300}"})
+        refused = client.post("/v1/generate", json=big)
+        assert refused.status_code == 413 and "over 4096 bytes" in refused.json()["detail"]
+        chunked = client.post("/v1/generate", content=iter([json.dumps(big).encode()]))  # no Content-Length
+        assert chunked.status_code == 413
+        assert client.post("/v1/generate", json=body(media)).status_code == 200  # the connection lives on
+    assert marker not in caplog.text
+
+
+def test_finished_jobs_are_forgotten(media: dict[str, Path], tmp_path: Path) -> None:
+    with running_standin(tmp_path / "out", job_keep_sec=0.0) as url:
+        client = httpx.Client(base_url=url, timeout=30)
+        first = client.post("/v1/generate", json=body(media, async_run=True)).json()["id"]
+        client.get(f"/v1/jobs/{first}/events")  # returns once the job has ended
+        assert client.get(f"/v1/jobs/{first}").json()["state"] == "succeeded"
+        client.post("/v1/generate", json=body(media, async_run=True))
+        assert client.get(f"/v1/jobs/{first}").status_code == 404
+
+
+async def test_at_most_keep_max_finished_jobs_are_kept() -> None:
+    from opentalking_flashhead.server.jobs import JobRunner
+
+    async def work(job: object) -> dict:
+        return {"outputs": []}
+
+    runner = JobRunner(work, backend="standin", capacity=4, keep_max=3)
+    jobs = [runner.submit({"task": "audio2video"}, None)[0] for _ in range(10)]
+    await asyncio.gather(*(job.task for job in jobs if job.task))
+    runner.submit({"task": "audio2video"}, None)
+    assert len(runner.jobs) == 4 and jobs[-1].id in runner.jobs and jobs[0].id not in runner.jobs
+    await runner.shutdown()
+
+
+def data_uri(path: Path, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+def test_inline_inputs_and_clip(standin: httpx.Client, media: dict[str, Path], tmp_path: Path) -> None:
+    (card,) = standin.get("/v1/models").json()["data"]
+    assert {"inline-io", "session-headers", "close-session"} <= set(card["extensions"])
+    assert card["resident"] is False and card["ready"] is True
+    inputs = {"image": data_uri(media["image"], "image/png"), "audio": data_uri(media["audio"], "audio/wav")}
+    request = {"task": "audio2video", "model": MODEL, "inputs": inputs}
+    answer = standin.post("/v1/generate", json=request, headers={"X-FlashHead-Output": "inline"})
+    (clip,) = answer.json()["outputs"]
+    assert (clip["transport"], clip["path"], clip["num_frames"]) == ("inline", None, 28)
+    (tmp_path / "clip.mp4").write_bytes(base64.b64decode(clip["data_b64"]))
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 28 and container.streams.audio
+    path_clip = standin.post("/v1/generate", json=request).json()["outputs"][0]  # inline inputs, clip by path
+    assert path_clip["transport"] == "path" and Path(path_clip["path"]).is_file()
+    broken = {**request, "inputs": {**inputs, "audio": "data:audio/wav;base64,@@not base64@@"}}
+    refused = standin.post("/v1/generate", json=broken)
+    assert refused.status_code == 400 and "Input audio is inline but not valid base64 data" in refused.text
+
+
+def test_inline_scratch_is_removed(media: dict[str, Path], tmp_path: Path) -> None:
+    inputs = {"image": data_uri(media["image"], "image/png"), "audio": data_uri(media["audio"], "audio/wav")}
+    with running_standin(tmp_path / "out") as url:
+        client = httpx.Client(base_url=url, timeout=30, headers={"X-FlashHead-Output": "inline"})
+        answer = client.post("/v1/generate", json={"task": "audio2video", "model": MODEL, "inputs": inputs})
+        assert answer.json()["outputs"][0]["data_b64"]
+    assert [p.name for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
+
+
+def test_close_route(standin: httpx.Client) -> None:
+    assert standin.delete("/v1/sessions/otfh-0123456789ab").json() == {"session": "otfh-0123456789ab", "closed": False}
+    anonymous = httpx.Client(base_url=str(standin.base_url))
+    assert anonymous.delete("/v1/sessions/otfh-0123456789ab").status_code == 401

@@ -1,4 +1,5 @@
-"""A fake SoulX-FlashHead checkout's entry script: same flags as the real one, the stand-in renders.
+"""Test double: the fake SoulX-FlashHead checkout's entry script, same flags as the real one; the stand-in
+renders (the resident runtime imports this checkout's ``flash_head.inference`` instead).
 
 OmniRT launches this as the model subprocess; everything around it (routing, validation, jobs,
 response JSON) is OmniRT's own. FAKE_FLASHHEAD_FAIL makes the run fail with that text;
@@ -13,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from opentalking_flashhead.standin.clip import render_clip
+from opentalking_flashhead.server.standin import render_clip
 
 
 def main() -> int:

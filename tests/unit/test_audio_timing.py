@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+import io
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from opentalking_flashhead.audio import to_int16, write_wav
-from opentalking_flashhead.confined import Place
+from opentalking_flashhead.audio import to_int16, wav_bytes
 from opentalking_flashhead.timing import FrameClock, fit
 
 
@@ -41,19 +40,18 @@ def test_bad_pcm_says_what_it_got(pcm: object, words: str) -> None:
         to_int16(pcm)
 
 
-def test_wav_is_16_bit_mono_and_complete(tmp_path: Path) -> None:
+def test_wav_is_16_bit_mono_and_complete() -> None:
     pcm = (np.sin(np.arange(16000) / 10) * 10000).astype(np.int16)
-    path = write_wav(Place(tmp_path, PurePosixPath("a.wav")), pcm, 16000)
-    info = sf.info(str(path))
+    encoded = io.BytesIO(wav_bytes(pcm, 16000))
+    info = sf.info(encoded)
     assert (info.samplerate, info.channels, info.subtype, info.frames) == (16000, 1, "PCM_16", 16000)
-    assert np.array_equal(sf.read(str(path), dtype="int16")[0], pcm)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+    encoded.seek(0)
+    assert np.array_equal(sf.read(encoded, dtype="int16")[0], pcm)
 
 
-def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+def test_a_bad_rate_is_refused_while_encoding() -> None:
     with pytest.raises(RuntimeError):
-        write_wav(Place(tmp_path, PurePosixPath("a.wav")), np.zeros(4, dtype=np.int16), 0)
-    assert list(tmp_path.iterdir()) == []
+        wav_bytes(np.zeros(4, dtype=np.int16), 0)
 
 
 @pytest.mark.parametrize("chunk", [16000, 17920, 15360, 4000, 1234])

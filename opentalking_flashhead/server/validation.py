@@ -1,6 +1,7 @@
 """Request validation with OmniRT 0.1.0's rules, order and texts, for the one model we imitate.
 
-A client tested against the stand-in must meet the same 400s it would meet against OmniRT.
+A client tested against the stand-in must meet the same 400s it would meet against OmniRT. The one
+difference: an inline input (``data:…;base64,``, our extension) is not looked up as a path.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
+from opentalking_flashhead.server.inputs import is_inline
 from opentalking_flashhead.settings import PRESETS, SERVICE_CONFIG_KEYS
 
 MODEL_ID = "soulx-flashhead-1.3b"
@@ -54,7 +56,7 @@ def validate(task: str, model: str, inputs: Mapping[str, Any], config: Mapping[s
             errors.append(f"Missing required input {key!r} for model {MODEL_ID!r}.")
     for key in REQUIRED_INPUTS:
         value = inputs.get(key)
-        if isinstance(value, str) and value and not Path(value).expanduser().exists():
+        if isinstance(value, str) and value and not is_inline(value) and not Path(value).expanduser().exists():
             errors.append(f"Input {key} does not exist locally: {Path(value).expanduser()}")
     for key, label in _CHECKED_PATHS:
         value = config.get(key)
