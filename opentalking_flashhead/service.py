@@ -208,11 +208,7 @@ class ServiceClient:
 
     async def close_session(self, session: str) -> None:
         """Best effort: end the session on a service that advertises the close route."""
-        try:
-            async with http_bounds.by(time.monotonic() + HEALTH_TIMEOUT_SEC):
-                await self.http.delete(f"/v1/sessions/{session}", timeout=HEALTH_TIMEOUT_SEC)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            log.debug("closing FlashHead session %s failed: %s", session, exc)
+        await self._delete(f"/v1/sessions/{session}")
 
     async def generate(
         self, payload: Mapping[str, Any], deadline: float | None = None, headers: Mapping[str, str] | None = None
@@ -243,11 +239,15 @@ class ServiceClient:
 
     async def cancel_job(self, job_id: str) -> None:
         """Best effort: the service can only cancel a job that has not started."""
+        await self._delete(f"/v1/jobs/{job_id}")
+
+    async def _delete(self, path: str) -> None:
+        """A best-effort ``DELETE``, bounded like every exchange; a failure is only logged."""
         try:
             async with http_bounds.by(time.monotonic() + HEALTH_TIMEOUT_SEC):
-                await self.http.delete(f"/v1/jobs/{job_id}", timeout=HEALTH_TIMEOUT_SEC)
+                await self.http.delete(path, timeout=HEALTH_TIMEOUT_SEC)
         except (httpx.HTTPError, TimeoutError) as exc:
-            log.debug("cancelling FlashHead job %s failed: %r", job_id, exc)
+            log.debug("FlashHead DELETE %s failed: %r", path, exc)
 
     async def _call(
         self, method: str, path: str, deadline: float, progress: _Progress, *, slow_answer: bool = False, **kwargs: Any

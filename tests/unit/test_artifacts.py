@@ -141,26 +141,27 @@ async def test_a_path_clip_must_lie_in_the_output_dir_the_request_named(tmp_path
     assert (session / "reference.png").exists()
 
 
-async def test_the_api_key_goes_to_the_service_only(tmp_path: Path) -> None:
-    """Downloads from OUTPUT_BASE_URL's file server never carry the service's API key."""
+def _key_spy(tmp_path: Path, by: str, **overrides: str) -> tuple[ClipLocator, dict[str, str | None]]:
+    """A locator for a service holding the key ``sekrit``, recording each download's Authorization
+    header under the request URL's ``by`` ("host" or "path")."""
     seen: dict[str, str | None] = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen[request.url.host] = request.headers.get("authorization")
+        seen[getattr(request.url, by)] = request.headers.get("authorization")
         return httpx.Response(200, content=b"clip")
 
     settings = Settings.load(
-        overrides={
-            "base_url": "http://svc:1",
-            "shared_local_dir": str(tmp_path / "local"),
-            "api_key": "sekrit",
-            "output_base_url": "http://files:9",
-            "output_remote_dir": "/srv/out",
-        },
+        overrides={"base_url": "http://svc:1", "shared_local_dir": str(tmp_path / "local"), "api_key": "sekrit"}
+        | overrides,
         environ={},
     )
     headers = {"Authorization": "Bearer sekrit"}
-    loc = ClipLocator(settings, httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers))
+    return ClipLocator(settings, httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers)), seen
+
+
+async def test_the_api_key_goes_to_the_service_only(tmp_path: Path) -> None:
+    """Downloads from OUTPUT_BASE_URL's file server never carry the service's API key."""
+    loc, seen = _key_spy(tmp_path, "host", output_base_url="http://files:9", output_remote_dir="/srv/out")
     await loc.fetch(ClipRef(path="/srv/out/s/a.mp4"), tmp_path / "a.mp4", within="/srv/out/s")
     await loc.fetch(ClipRef(url="http://svc:1/b.mp4"), tmp_path / "b.mp4", within="/srv/out/s")
     assert seen == {"files": None, "svc": "Bearer sekrit"}
@@ -168,23 +169,7 @@ async def test_the_api_key_goes_to_the_service_only(tmp_path: Path) -> None:
 
 async def test_a_file_server_on_the_service_s_origin_gets_no_key_either(tmp_path: Path) -> None:
     """OUTPUT_BASE_URL on the service's own origin: what lies under it is the file server's."""
-    seen: dict[str, str | None] = {}
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen[request.url.path] = request.headers.get("authorization")
-        return httpx.Response(200, content=b"clip")
-
-    settings = Settings.load(
-        overrides={
-            "base_url": "http://svc:1",
-            "shared_local_dir": str(tmp_path / "local"),
-            "api_key": "sekrit",
-            "output_base_url": "http://svc:1/outputs",
-        },
-        environ={},
-    )
-    headers = {"Authorization": "Bearer sekrit"}
-    loc = ClipLocator(settings, httpx.AsyncClient(transport=httpx.MockTransport(handler), headers=headers))
+    loc, seen = _key_spy(tmp_path, "path", output_base_url="http://svc:1/outputs")
     await loc.fetch(ClipRef(url="http://svc:1/outputs/a.mp4"), tmp_path / "a.mp4", within="/srv/out")
     await loc.fetch(ClipRef(url="http://svc:1/outputsx/b.mp4"), tmp_path / "b.mp4", within="/srv/out")
     assert seen == {"/outputs/a.mp4": None, "/outputsx/b.mp4": "Bearer sekrit"}
