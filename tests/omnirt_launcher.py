@@ -20,6 +20,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--api-key-file")
+    parser.add_argument("--max-concurrency", type=int, default=1, help="jobs run at once (omnirt serve's flag)")
+    parser.add_argument("--redis-url", help="a Redis job store shared by several fronts (omnirt serve's flag)")
     args = parser.parse_args()
 
     os.environ.setdefault("OMNIRT_FLASHHEAD_REPO_PATH", str(FAKE_CHECKOUT))
@@ -36,6 +38,8 @@ def main() -> None:
         default_backend="cpu-stub",
         default_request_config={"launcher": "python", "output_dir": str(Path(args.output_dir).resolve())},
         api_key_file=args.api_key_file,
+        max_concurrency=args.max_concurrency,
+        redis_url=args.redis_url,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

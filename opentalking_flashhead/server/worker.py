@@ -21,13 +21,13 @@ import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from opentalking_flashhead.server.clip import SIZE, read_mono_16k, write_clip
-from opentalking_flashhead.server.resident.identity import session_of
+from opentalking_flashhead.server.resident.identity import SESSION_DIR_PREFIX, session_of
 from opentalking_flashhead.server.resident.options import ModelOptions, StartupError, preflight
 from opentalking_flashhead.server.validation import MODEL_ID, TASK
 
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 #: gRPC's fork handlers make subprocesses started next to a gRPC server fail at random (measured on
 #: OmniRT's workers: 12-23 % of runs until it was off). Read when grpc is imported, so set it first.
 GRPC_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "0"}
+#: How our client names its session dirs (``storage.SESSION_PREFIX``; the service side does not import it).
+CLIENT_SESSION_PREFIX = "session-"
 
 
 def _prepare_grpc() -> None:
@@ -53,8 +55,9 @@ class FlashHeadResidentWorker:
     event loop thread of its own and each call waits for its render there.
     """
 
-    def __init__(self, runtime: ResidentRuntime, scratch_root: Path) -> None:
+    def __init__(self, runtime: ResidentRuntime, scratch_root: Path, worker_id: str) -> None:
         self.runtime = runtime
+        self.worker_id = worker_id
         self.scratch_root = scratch_root
         self.last_error: str | None = None
         self._loop = asyncio.new_event_loop()
@@ -103,6 +106,12 @@ class FlashHeadResidentWorker:
             raise ValueError(f"this worker serves {TASK} with {MODEL_ID}, not {request.task} with {request.model}")
         if not self.runtime.ready:
             raise RuntimeError("the FlashHead model is still loading on this worker; retry once Health says ready")
+        model_type = request.config.get("model_type")
+        if model_type is not None and model_type != self.runtime.options.model_type:
+            raise ValueError(
+                f"this worker runs model_type {self.runtime.options.model_type!r}, not {model_type!r}; "
+                "send the request to a worker started with that --model-type"
+            )
         transport = str(request.config.get("artifact_transport") or "inline_bytes")
         if transport != "inline_bytes":
             raise ValueError(
@@ -113,7 +122,7 @@ class FlashHeadResidentWorker:
         if not image or not audio:
             raise ValueError("inputs.image and inputs.audio are required (paths this worker can read)")
         output_dir = request.config.get("output_dir")
-        session, chunk = session_of(str(output_dir) if output_dir else None, image, None, None)
+        session, chunk = session_of(_chunk_dir(output_dir), image, None, None)
         started = time.perf_counter()
         pcm = read_mono_16k(Path(audio))
         render = self.runtime.render(
@@ -140,12 +149,35 @@ class FlashHeadResidentWorker:
             model=MODEL_ID,
             backend="resident",
             timings=timings,
-            config_resolved={**self.runtime.describe(), "session": session is not None, "chunk": chunk},
+            worker_id=self.worker_id,
+            config_resolved={
+                **self.runtime.describe(),
+                "worker_id": self.worker_id,
+                "session": session is not None,
+                "chunk": chunk,
+            },
         )
         return GenerateResult(outputs=[artifact], metadata=metadata)
 
 
-def worker_service(worker: FlashHeadResidentWorker, worker_id: str) -> Any:
+def _chunk_dir(output_dir: object) -> str | None:
+    """The chunk's output dir in the ``<root>/otfh-<session>/<chunk>`` layout ``session_of`` reads.
+
+    Headers do not pass through OmniRT, so the layout is all a worker has. Our client (this release)
+    names its session dirs ``session-…`` and, unless CONFIG_JSON names an ``output_dir``, puts its
+    chunks in ``<shared>/session-…/out/<chunk>``: both read here as that session.
+    """
+    if not output_dir:
+        return None
+    path = PurePosixPath(str(output_dir))
+    if path.parent.name == "out":
+        path = path.parent.parent / path.name
+    if path.parent.name.startswith(CLIENT_SESSION_PREFIX):
+        path = path.parent.parent / f"{SESSION_DIR_PREFIX}{path.parent.name}" / path.name
+    return str(path)
+
+
+def worker_service(worker: FlashHeadResidentWorker) -> Any:
     """OmniRT's ``ResidentWorkerService`` for ``worker``, with the status its gRPC ``Health`` reports."""
     from omnirt.workers.remote import ResidentWorkerService
 
@@ -158,10 +190,10 @@ def worker_service(worker: FlashHeadResidentWorker, worker_id: str) -> Any:
                 "inflight": worker.inflight,
                 "queue_depth": max(0, worker.inflight - 1),
                 "last_error": worker.last_error,
-                "worker_id": worker_id,
+                "worker_id": worker.worker_id,
             }
 
-    return FlashHeadWorkerService(worker, worker_id=worker_id)
+    return FlashHeadWorkerService(worker, worker_id=worker.worker_id)
 
 
 def serve_worker(options: ModelOptions, host: str, port: int) -> None:
@@ -176,9 +208,10 @@ def serve_worker(options: ModelOptions, host: str, port: int) -> None:
 
     from opentalking_flashhead.server.resident.runtime import ResidentRuntime
 
-    worker = FlashHeadResidentWorker(ResidentRuntime(options), Path(tempfile.gettempdir()) / f"flashhead-worker-{port}")
     worker_id = f"flashhead-{options.model_type}-{host}:{port}"
-    server = GrpcWorkerServer(worker_service(worker, worker_id), host=host, port=port)
+    scratch = Path(tempfile.gettempdir()) / f"flashhead-worker-{port}"
+    worker = FlashHeadResidentWorker(ResidentRuntime(options), scratch, worker_id)
+    server = GrpcWorkerServer(worker_service(worker), host=host, port=port)
     worker.start()
     server.start()
     print(
