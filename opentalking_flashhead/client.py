@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from opentalking_flashhead import audio, storage, video
+from opentalking_flashhead import audio, storage, targets, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
 from opentalking_flashhead.errors import ConfigError, DecodeError, FlashHeadError, ServiceUnavailable
 from opentalking_flashhead.host.frames import VideoFrameData
@@ -53,6 +53,8 @@ class _Session:
     inflight: set[str] = field(default_factory=set)
     #: A request was given up on: the service may still write its clip, even after close().
     abandoned: bool = False
+    #: The resident worker its chunks go to, when RESIDENT_TARGETS names several.
+    pin: targets.Pin | None = None
 
 
 class FlashHeadClient:
@@ -86,6 +88,7 @@ class FlashHeadClient:
         self._aborted: set[asyncio.Task[list[Any]]] = set()
         self._lifecycle = asyncio.Lock()
         self.stats = Stats()
+        self._targets = targets.pool_for(self.settings.resident_targets)
 
     def describe(self) -> dict[str, Any]:
         """The session parameters the host reads, as ``init_session`` returns them."""
@@ -189,11 +192,15 @@ class FlashHeadClient:
                 try:
                     images = await self._attempt(session, chunk, wav, samples.size, deadline)
                     session.stills_in_a_row = 0
+                    if session.pin is not None:
+                        session.pin.succeeded()
                     break
                 except FlashHeadError as exc:
                     session.abandoned = True
                     if not exc.retryable:
                         raise
+                    if session.pin is not None:  # the next try may go to another worker
+                        session.pin.failed(exc)
                     first_failure = first_failure or exc
                     pause = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
                     if time.monotonic() + pause >= deadline:
@@ -224,7 +231,7 @@ class FlashHeadClient:
                 "task": "audio2video",
                 "model": self.settings.model,
                 "inputs": {"image": session.reference_remote, "audio": self._locator.paths.to_remote(wav)},
-                "config": self.settings.service_config(output_dir),
+                "config": targets.pinned(session.pin, self.settings.service_config(output_dir)),
             },
             deadline,
         )
@@ -289,7 +296,8 @@ class FlashHeadClient:
                 f"(and {env_name('save_dir')}) to writable directories"
             ) from exc
         output_local = paths.to_local(output_remote)
-        return _Session(name, directory, paths.to_remote(reference), output_remote, output_local, face.still)
+        pin = self._targets.pin() if self._targets is not None else None
+        return _Session(name, directory, paths.to_remote(reference), output_remote, output_local, face.still, pin=pin)
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""
@@ -300,6 +308,8 @@ class FlashHeadClient:
         abandoned = bool(self._inflight)
         await asyncio.gather(*self._inflight, return_exceptions=True)
         if session is not None:
+            if session.pin is not None:
+                session.pin.release()
             paths = [session.dir] + ([session.output_local] if session.output_local else [])
             linger = max(self.settings.timeout_sec, storage.LINGER_MIN_SEC) if abandoned or session.abandoned else 0.0
             storage.remove_lingering(paths, linger)
