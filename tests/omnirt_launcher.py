@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--api-key-file")
     parser.add_argument("--max-concurrency", type=int, default=1, help="jobs run at once (omnirt serve's flag)")
     parser.add_argument("--redis-url", help="a Redis job store shared by several fronts (omnirt serve's flag)")
+    parser.add_argument("--remote-worker", action="append", default=[], help="omnirt serve's flag, as it parses it")
     args = parser.parse_args()
 
     os.environ.setdefault("OMNIRT_FLASHHEAD_REPO_PATH", str(FAKE_CHECKOUT))
@@ -30,6 +31,7 @@ def main() -> None:
     os.environ.setdefault("OMNIRT_FLASHHEAD_PYTHON", sys.executable)
 
     import uvicorn
+    from omnirt.cli.main import parse_remote_worker_specs
     from omnirt.models.flashhead.pipeline import FlashHeadPipeline
     from omnirt.server import create_app
 
@@ -40,6 +42,7 @@ def main() -> None:
         api_key_file=args.api_key_file,
         max_concurrency=args.max_concurrency,
         redis_url=args.redis_url,
+        remote_workers=parse_remote_worker_specs(args.remote_worker),
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

@@ -214,3 +214,46 @@ def test_missing_checkpoints_fail_before_listening(tmp_path: Path) -> None:
         f"error: --ckpt-dir {tmp_path / 'nope'}: no such directory (it should hold SoulX-FlashHead's weights)"
     ]
     assert done.stdout == ""  # nothing was announced as listening
+
+
+async def test_doctor_probes_each_resident_target_through_the_service(cluster: Cluster, tmp_path: Path) -> None:
+    from opentalking_flashhead.doctor import diagnose
+
+    dead = f"127.0.0.1:{servers.free_port()}"
+    targets = [cluster.target(0), cluster.target(1), dead]
+    checks = await diagnose(
+        timeout=5,
+        base_url=cluster.coordinator.base_url,
+        shared_local_dir=str(tmp_path),
+        resident_targets=",".join(targets),
+    )
+    by_name = {check.name: check for check in checks}
+    assert all(by_name[f"resident target {t}"].ok for t in targets[:2]), [c.lines() for c in checks]
+    failed = by_name[f"resident target {dead}"]
+    assert not failed.ok and dead in failed.detail
+    assert f"worker --listen {dead}" in failed.fix and "OPENTALKING_FLASHHEAD_RESIDENT_TARGETS" in failed.fix
+    assert "remote workers" not in by_name  # this OmniRT delegates to none
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_doctor_warns_of_remote_workers_with_async_jobs(cluster: Cluster, tmp_path: Path) -> None:
+    from opentalking_flashhead.doctor import diagnose
+
+    spec = f"flashhead={cluster.target(0)}@{MODEL}"
+    front = servers.omnirt(tmp_path, extra_args=("--remote-worker", spec), name="delegating")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    front.start(timeout=120)
+    try:
+        checks = await diagnose(timeout=30, base_url=front.base_url, shared_local_dir=str(shared))
+        sync = await diagnose(timeout=30, base_url=front.base_url, shared_local_dir=str(shared), async_jobs=False)
+    finally:
+        front.stop()
+    warnings = [check for check in checks if check.name == "remote workers"]
+    assert len(warnings) == 1, [check.lines() for check in checks]
+    warning = warnings[0]
+    assert (
+        warning.warning and warning.ok and "async jobs run on the coordinator, not the remote workers" in warning.detail
+    )
+    assert "OPENTALKING_FLASHHEAD_ASYNC=0" in warning.fix and warning.lines()[0].startswith("! remote workers")
+    assert "remote workers" not in {check.name for check in sync}
