@@ -202,3 +202,55 @@ def slow(kind: str, workdir: Path, seconds: float) -> ServiceProcess:
     if kind == "omnirt":
         return omnirt(workdir, env={"FAKE_FLASHHEAD_SLEEP": str(seconds)})
     return standin(workdir, extra_args=("--latency", str(seconds)))
+
+
+NGINX_CONF = """
+worker_processes 1;
+{user}
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    log_format fronts '$request_method $uri $status $upstream_addr';
+    access_log {root}/nginx-access.log fronts;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream fronts {{
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 64m;
+        location / {{
+            proxy_pass http://fronts;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 600s;
+            proxy_connect_timeout 2s;
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"""
+
+
+def nginx(workdir: Path, fronts: Sequence[ServiceProcess], standby: bool = False) -> ServiceProcess:
+    """Debian's nginx in front of several OmniRT fronts (the config examples/deploy-cluster.md shows),
+    its access log in ``workdir / "nginx" / "nginx-access.log"``. ``standby``: every front but the first
+    is a backup, taking requests only while the first is down."""
+    root = workdir / "nginx"
+    root.mkdir(exist_ok=True)
+    port = free_port()
+    upstreams = "\n".join(
+        f"        server 127.0.0.1:{front.port} max_fails=1 fail_timeout=30s{' backup' if standby and n else ''};"
+        for n, front in enumerate(fronts)
+    )
+    user = "user root;" if os.geteuid() == 0 else ""  # the workers must read the test's private temp dir
+    conf = root / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(user=user, root=root, servers=upstreams, port=port))
+    command = ["nginx", "-p", str(root), "-c", str(conf), "-g", "daemon off;"]
+    return ServiceProcess("nginx", command, root, root / "nginx.log", port)
