@@ -8,6 +8,7 @@ init_session(ref_image, **anything) → generate(pcm)* → close(), and again af
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import logging
 import shutil
@@ -47,6 +48,8 @@ class _Session:
     output_remote: str
     output_local: Path | None
     still: np.ndarray
+    #: The reference as a data URI when the service takes inputs inline (no shared storage needed).
+    reference_inline: str | None = None
     clock: FrameClock = field(default_factory=lambda: FrameClock(FPS, SAMPLE_RATE))
     chunks: int = 0
     stills_in_a_row: int = 0
@@ -81,6 +84,8 @@ class FlashHeadClient:
         self.slice_len = round(self.audio_chunk_samples * FPS / SAMPLE_RATE)
         self.frame_num = self.slice_len
         self.motion_frames_num = 0
+        #: What the service advertises beyond OmniRT's protocol (examples/protocol-extensions.md).
+        self.extensions: frozenset[str] = frozenset()
         self._service: ServiceClient | None = None
         self._locator: ClipLocator | None = None
         self._session: _Session | None = None
@@ -126,6 +131,7 @@ class FlashHeadClient:
                 raise
             if self._session is not None:
                 await self._end_session()
+            self._adopt(await self._service.model_card())
             session = self._session = self._open_session(face)
         log.info(
             "FlashHead session %s: %s model=%s chunk=%d samples (%d frames)",
@@ -136,6 +142,24 @@ class FlashHeadClient:
             self.slice_len,
         )
         return self.describe()
+
+    def _adopt(self, card: Mapping[str, Any]) -> None:
+        """Use what the service advertises: its extensions, and its slice as the chunk length unless
+        CHUNK_SAMPLES fixes it (a whole slice per chunk wastes no compute on padding)."""
+        extensions = card.get("extensions")
+        self.extensions = (
+            frozenset(e for e in extensions if isinstance(e, str)) if isinstance(extensions, list) else frozenset()
+        )
+        slice_samples = card.get("slice_samples")
+        if not self.settings.chunk_samples_fixed and isinstance(slice_samples, int) and slice_samples > 0:
+            self.audio_chunk_samples = slice_samples
+            self.slice_len = self.frame_num = round(slice_samples * FPS / SAMPLE_RATE)
+
+    @property
+    def inline(self) -> bool:
+        """Inputs and clips travel in HTTP, not through shared storage: the service offers it and no
+        storage mapping was configured."""
+        return "inline-io" in self.extensions and not self.settings.storage_mapped
 
     async def generate(self, pcm: np.ndarray) -> list[Any]:
         """Frames for one chunk of 16 kHz audio: exactly as many as keep the session in sync."""
@@ -226,14 +250,18 @@ class FlashHeadClient:
         """Request, fetch and decode one chunk's clip once."""
         assert self._service is not None and self._locator is not None
         output_dir = f"{session.output_remote}/{chunk}"
+        config = targets.pinned(session.pin, self.settings.service_config(output_dir))
+        headers = {"X-FlashHead-Session": session.name, "X-FlashHead-Chunk": str(int(chunk))}
+        if session.reference_inline is not None:  # nothing on shared storage: inputs and clip travel in HTTP
+            inputs = {"image": session.reference_inline, "audio": _data_uri(wav.read_bytes(), "audio/wav")}
+            config.pop("output_dir")
+            headers["X-FlashHead-Output"] = "inline"
+        else:
+            inputs = {"image": session.reference_remote, "audio": self._locator.paths.to_remote(wav)}
         body = await self._service.generate(
-            {
-                "task": "audio2video",
-                "model": self.settings.model,
-                "inputs": {"image": session.reference_remote, "audio": self._locator.paths.to_remote(wav)},
-                "config": targets.pinned(session.pin, self.settings.service_config(output_dir)),
-            },
+            {"task": "audio2video", "model": self.settings.model, "inputs": inputs, "config": config},
             deadline,
+            headers,
         )
         clip: Path | None = None
         try:
@@ -296,8 +324,11 @@ class FlashHeadClient:
                 f"(and {env_name('save_dir')}) to writable directories"
             ) from exc
         output_local = paths.to_local(output_remote)
+        inline = _data_uri(face.data, f"image/{face.suffix.lstrip('.')}") if self.inline else None
         pin = self._targets.pin() if self._targets is not None else None
-        return _Session(name, directory, paths.to_remote(reference), output_remote, output_local, face.still, pin=pin)
+        return _Session(
+            name, directory, paths.to_remote(reference), output_remote, output_local, face.still, inline, pin=pin
+        )
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""
@@ -307,12 +338,19 @@ class FlashHeadClient:
             task.cancel()
         abandoned = bool(self._inflight)
         await asyncio.gather(*self._inflight, return_exceptions=True)
+        if session is not None and self._service is not None and "close-session" in self.extensions:
+            await self._service.close_session(session.name)
         if session is not None:
             if session.pin is not None:
                 session.pin.release()
             paths = [session.dir] + ([session.output_local] if session.output_local else [])
             linger = max(self.settings.timeout_sec, storage.LINGER_MIN_SEC) if abandoned or session.abandoned else 0.0
             storage.remove_lingering(paths, linger)
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    """An input sent inline (the ``inline-io`` extension): ``data:<mime>;base64,<payload>``."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def _remove_outputs(session: _Session) -> None:

@@ -25,7 +25,7 @@ from opentalking_flashhead.errors import (
     FlashHeadError,
     RequestRejected,
 )
-from opentalking_flashhead.settings import PRO_SLICE_SAMPLES, SAMPLE_RATE, Settings, env_name
+from opentalking_flashhead.settings import SAMPLE_RATE, Settings, env_name
 
 #: Each discovery request (health, model list) may take this long.
 REQUEST_TIMEOUT_SEC = 5.0
@@ -138,7 +138,7 @@ async def check_service(settings: Settings) -> list[Check]:
         Check(
             "model listed",
             ok,
-            f"{settings.model!r} {'is' if ok else 'is not'} among {listed}",
+            f"{settings.model!r} {'is' if ok else 'is not'} among {listed}{_card_note(models, settings.model)}",
             f"set {env_name('model')} to one of {listed}, or enable the model on the service",
         ),
     ]
@@ -156,6 +156,17 @@ def _model_ids(response: httpx.Response) -> list[str] | None:
     if not isinstance(data, list):
         return None
     return sorted(str(m.get("id")) for m in data if isinstance(m, dict))
+
+
+def _card_note(response: httpx.Response, model: str) -> str:
+    """What the service says of the model beyond OmniRT's card: resident or not, model type, slice."""
+    cards = response.json().get("data", [])
+    card = next((c for c in cards if isinstance(c, dict) and c.get("id") == model), {})
+    if card.get("resident") is True:
+        return f"; resident {card.get('model_type')} model, slices of {card.get('slice_samples')} samples"
+    if "resident" in card:
+        return "; not resident (a stand-in, or the model loads per request)"
+    return ""
 
 
 def _failure(exc: Exception) -> str:
@@ -183,13 +194,12 @@ async def check_generation(settings: Settings, overrides: dict[str, Any], timeou
 
     from opentalking_flashhead.client import FlashHeadClient
 
-    t = np.arange(PRO_SLICE_SAMPLES) / SAMPLE_RATE
-    tone = (np.sin(2 * np.pi * 200 * t) * 8000).astype(np.int16)
     client = FlashHeadClient(**{**overrides, "on_error": "raise", "chunk_deadline_sec": timeout})
     started = time.monotonic()
     try:
-        await client.init_session(ref_image=_probe_face())
-        frames = await client.generate(tone)
+        await client.init_session(ref_image=_probe_face())  # the chunk length may follow the service's slice
+        t = np.arange(client.audio_chunk_samples) / SAMPLE_RATE
+        frames = await client.generate((np.sin(2 * np.pi * 200 * t) * 8000).astype(np.int16))
     except (ClipUnreadable, DecodeError) as exc:
         return [
             Check(PROBE, True, "the service generated a clip"),
@@ -200,13 +210,18 @@ async def check_generation(settings: Settings, overrides: dict[str, Any], timeou
     finally:
         await client.close()
     seconds = time.monotonic() - started
-    shared = f"{settings.shared_local_dir} as {settings.shared_remote_dir}"
+    if client.inline:
+        inputs, route = "inputs sent inline (no shared storage needed)", "sent back inline"
+    else:
+        inputs = f"the service read its inputs from {settings.shared_local_dir} as {settings.shared_remote_dir}"
+        route = _clip_route(settings)
+    expected = client.slice_len
     return [
-        Check(PROBE, True, f"{len(frames)} frames in {seconds:.2f} s; the service read its inputs from {shared}"),
+        Check(PROBE, True, f"{len(frames)} frames in {seconds:.2f} s ({client.audio_chunk_samples} samples); {inputs}"),
         Check(
             CLIP,
-            len(frames) == 28,
-            f"{len(frames)} frames of 28, {frames[0].width}×{frames[0].height} BGR, {_clip_route(settings)}",
+            len(frames) == expected,
+            f"{len(frames)} frames of {expected}, {frames[0].width}×{frames[0].height} BGR, {route}",
             _clip_fix(),
         ),
     ]

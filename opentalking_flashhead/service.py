@@ -127,15 +127,40 @@ class ServiceClient:
         if response.status_code != 200:
             raise ServiceUnavailable(f"{url} answered HTTP {response.status_code}: {_detail(response)}")
 
-    async def generate(self, payload: Mapping[str, Any], deadline: float | None = None) -> dict[str, Any]:
+    async def model_card(self) -> dict[str, Any]:
+        """Our model's entry in ``/v1/models`` (what the service advertises: slice, extensions), or {}
+        when it cannot be read: then nothing beyond OmniRT's protocol is used."""
+        try:
+            response = await self.http.get("/v1/models", timeout=HEALTH_TIMEOUT_SEC)
+            cards = response.json().get("data") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return {}
+        for card in cards if isinstance(cards, list) else []:
+            if isinstance(card, dict) and card.get("id") == self.settings.model:
+                return card
+        return {}
+
+    async def close_session(self, session: str) -> None:
+        """Best effort: end the session on a service that advertises the close route."""
+        try:
+            await self.http.delete(f"/v1/sessions/{session}", timeout=HEALTH_TIMEOUT_SEC)
+        except httpx.HTTPError as exc:
+            log.debug("closing FlashHead session %s failed: %s", session, exc)
+
+    async def generate(
+        self, payload: Mapping[str, Any], deadline: float | None = None, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """Run one generation and return the sync-style body (``outputs`` and ``metadata``).
 
         ``deadline`` (``time.monotonic()``) bounds it, retries included; by default the timeout.
+        ``headers``: our extensions' (session, chunk, inline clip), which OmniRT ignores.
         """
         deadline = min(deadline or math.inf, time.monotonic() + self.settings.timeout_sec)
+        extra = {"headers": dict(headers)} if headers else {}
         if not self.settings.async_jobs:
-            return _object(await self._request("POST", "/v1/generate", deadline, json=dict(payload)))
-        job = _object(await self._request("POST", "/v1/generate", deadline, json={**payload, "async_run": True}))
+            return _object(await self._request("POST", "/v1/generate", deadline, json=dict(payload), **extra))
+        submission = {**payload, "async_run": True}
+        job = _object(await self._request("POST", "/v1/generate", deadline, json=submission, **extra))
         if not job.get("id"):
             raise GenerationFailed(f"the service accepted the job but gave it no id: {str(job)[:200]}", retryable=True)
         try:

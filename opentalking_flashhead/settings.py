@@ -31,6 +31,8 @@ FPS = 25
 WIDTH = HEIGHT = 512
 #: One FlashHead Pro slice: 28 frames per 17,920 samples.
 PRO_SLICE_SAMPLES = 17920
+#: Samples of one model slice per model type (Lite: 24 frames per 15,360): the chunk that wastes nothing.
+SLICE_SAMPLES = {"pro": PRO_SLICE_SAMPLES, "lite": 15360}
 
 PRESETS = ("fast", "balanced", "quality", "low-vram")
 #: What a chunk that keeps failing transiently yields: still frames (keeps the audio in sync) or an error.
@@ -86,6 +88,11 @@ class Settings:
     api_key: str | None = field(default=None, repr=False)
     async_jobs: bool = True
     chunk_samples: int = PRO_SLICE_SAMPLES
+    #: CHUNK_SAMPLES was given: the chunk length no longer follows the service's advertised slice.
+    chunk_samples_fixed: bool = False
+    #: Storage was mapped for the service (SHARED_REMOTE_DIR, OUTPUT_*, an output_dir): use paths even
+    #: where the service could take inputs and clips inline.
+    storage_mapped: bool = False
     save_dir: Path | None = None
     max_clip_mb: float = 64.0
     chunk_deadline_sec: float = 600.0
@@ -126,6 +133,8 @@ class Settings:
         # OpenTalking's own client also read the older name PARAMETERS_JSON.
         config_json = _service_config(raw("config_json", env.get(ENV_PREFIX + "PARAMETERS_JSON", "").strip() or None))
         save_dir = raw("save_dir")
+        chunk_samples = raw("chunk_samples", host_config.get("chunk_samples") or None)
+        model_type = config_json.get("model_type", "pro")
         return cls(
             base_url=_url("base_url", base_url),
             model=str(raw("model", model or DEFAULT_MODEL)),
@@ -140,7 +149,12 @@ class Settings:
             api_key=str(raw("api_key")) if raw("api_key") else None,
             async_jobs=_bool("async_jobs", raw("async_jobs"), default=True),
             chunk_samples=_positive_int(
-                "chunk_samples", raw("chunk_samples", host_config.get("chunk_samples") or PRO_SLICE_SAMPLES)
+                "chunk_samples", SLICE_SAMPLES[model_type] if chunk_samples is None else chunk_samples
+            ),
+            chunk_samples_fixed=chunk_samples is not None,
+            storage_mapped="output_dir" in config_json
+            or any(
+                raw(name) for name in ("shared_remote_dir", "output_remote_dir", "output_local_dir", "output_base_url")
             ),
             save_dir=_abs_dir("save_dir", save_dir) if save_dir else None,
             max_clip_mb=_positive_float("max_clip_mb", raw("max_clip_mb", 64.0)),

@@ -23,6 +23,7 @@ pytest.importorskip("torch", reason="the resident runtime needs torch (.ci/run i
 
 from opentalking_flashhead.server.resident import state
 from opentalking_flashhead.server.resident.identity import session_name, session_of
+from opentalking_flashhead.server.resident.model import ResidentModel
 from opentalking_flashhead.server.resident.options import SLICES, ModelOptions, StartupError, preflight
 from opentalking_flashhead.server.resident.runtime import ChunkGone, ResidentRuntime, SessionLimitReached
 from opentalking_flashhead.server.resident.worker import OutOfOrder, SliceWorker
@@ -172,6 +173,42 @@ async def test_skipped_chunk_index_continues_the_stream(runtime: ResidentRuntime
     await runtime.render(image=faces[2], audio=audio[0], session=skipping, chunk=0)
     after_gap = await runtime.render(image=faces[2], audio=audio[1], session=skipping, chunk=2)
     assert np.array_equal(after_gap, reference[1])
+
+
+async def test_a_failed_chunk_leaves_the_stream_as_it_was(
+    runtime: ResidentRuntime, faces: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk failing in its second slice rolls back what its first slice advanced (generator, motion,
+    RNG, audio window): the retry renders it from the state saved before it."""
+    audio = [tone(800, runtime.spec.samples), tone(801, 2 * runtime.spec.samples)]
+    reference = await stream(runtime, "otfh-nofail", faces[0], audio)
+    failing = key("otfh-fail", faces[0])
+    await runtime.render(image=faces[0], audio=audio[0], session=failing, chunk=0)
+    real_slice, calls = ResidentModel.run_slice, []
+
+    def flaky(self: ResidentModel, stream: state.StreamState, samples: np.ndarray) -> np.ndarray:
+        calls.append(samples)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (test)")
+        return real_slice(self, stream, samples)
+
+    monkeypatch.setattr(ResidentModel, "run_slice", flaky)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        await runtime.render(image=faces[0], audio=audio[1], session=failing, chunk=1)
+    assert np.array_equal(await runtime.render(image=faces[0], audio=audio[1], session=failing, chunk=1), reference[1])
+
+
+async def test_the_face_comes_from_the_request_that_opens_the_stream(
+    runtime: ResidentRuntime, faces: list[Path]
+) -> None:
+    """An inline reference is a file only while its request lasts: a session whose first request could
+    not read its face takes it from the retry's own file."""
+    audio = tone(900, runtime.spec.samples)
+    fresh = await runtime.render(image=faces[2], audio=audio, session=key("otfh-face", faces[2]), chunk=0)
+    session = key("otfh-faceretry", faces[2])
+    with pytest.raises(FileNotFoundError):
+        await runtime.render(image=faces[2].with_name("gone.png"), audio=audio, session=session, chunk=0)
+    assert np.array_equal(await runtime.render(image=faces[2], audio=audio, session=session, chunk=0), fresh)
 
 
 async def test_stateless_requests_start_fresh_each_time(runtime: ResidentRuntime, faces: list[Path]) -> None:

@@ -179,3 +179,82 @@ def test_missing_checkpoints_fail_before_listening(tmp_path: Path) -> None:
         f"error: --ckpt-dir {tmp_path / 'nope'}: no such directory (it should hold SoulX-FlashHead's weights)"
     ]
     assert done.stdout == ""  # nothing was announced as listening
+
+
+# Our client end to end against serve: the slice it advertises, session headers, inline I/O, the close route.
+
+
+def speech(samples: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (np.sin(2 * np.pi * 190 * np.arange(samples) / 16000) * 9000 + rng.normal(0, 300, samples)).astype(np.int16)
+
+
+async def run_chunks(client, face: Path, seeds: list[int]) -> list[np.ndarray]:
+    await client.init_session(ref_image=face)
+    return [np.stack([f.data for f in await client.generate(speech(client.audio_chunk_samples, s))]) for s in seeds]
+
+
+async def test_client_follows_the_lite_slice_and_keeps_sessions_apart(lite, media, tmp_path: Path) -> None:
+    from opentalking_flashhead import FlashHeadClient
+
+    client, service = lite
+    face = media["root"] / "face.png"
+    make = lambda: FlashHeadClient(base_url=service.base_url, shared_local_dir=str(tmp_path / "shared"))  # noqa: E731
+    alone = make()
+    frames_alone = await run_chunks(alone, face, [1, 2, 3])
+    assert (alone.audio_chunk_samples, alone.slice_len, alone.inline) == (15360, 24, True)
+    assert [len(f) for f in frames_alone] == [24, 24, 24]
+    assert client.get("/v1/models").json()["data"][0]["sessions"] == 1
+    await alone.close()  # the close route frees the session at once
+    assert client.get("/v1/models").json()["data"][0]["sessions"] == 0
+    first, second = make(), make()
+    await first.init_session(ref_image=face)
+    await second.init_session(ref_image=face)
+    interleaved: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    for seed in (1, 2, 3):  # the same voice in two sessions, chunk by chunk in turn
+        for index, other in enumerate((first, second)):
+            interleaved[index].append(np.stack([f.data for f in await other.generate(speech(15360, seed))]))
+    for index in (0, 1):
+        assert all(np.array_equal(a, b) for a, b in zip(interleaved[index], frames_alone, strict=True))
+    await first.close()
+    await second.close()
+    assert list((tmp_path / "shared").iterdir()) == []
+
+
+async def test_chunk_samples_set_by_the_user_wins(lite, media, tmp_path: Path) -> None:
+    from opentalking_flashhead import FlashHeadClient
+
+    _, service = lite
+    client = FlashHeadClient(base_url=service.base_url, shared_local_dir=str(tmp_path), chunk_samples=16000)
+    await client.init_session(ref_image=media["root"] / "face.png")
+    assert client.audio_chunk_samples == 16000 and len(await client.generate(speech(16000, 0))) == 25
+    await client.close()
+
+
+async def test_doctor_probes_with_the_lite_slice_and_reports_it(lite, tmp_path: Path) -> None:
+    from opentalking_flashhead.doctor import diagnose
+
+    _, service = lite
+    checks = await diagnose(30.0, base_url=service.base_url, shared_local_dir=str(tmp_path))
+    assert all(check.ok for check in checks), [check.lines() for check in checks]
+    listed = next(check for check in checks if check.name == "model listed")
+    assert "resident lite model, slices of 15360 samples" in listed.detail
+    assert checks[-1].detail.startswith("24 frames of 24") and "sent back inline" in checks[-1].detail
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "chunk", "fixed"),
+    [
+        ({}, {}, 17920, False),
+        ({"model_type": "lite"}, {}, 15360, False),
+        ({"model_type": "lite"}, {"CHUNK_SAMPLES": "16000"}, 16000, True),
+    ],
+)
+def test_the_chunk_follows_the_configured_model_type(config: dict, env: dict, chunk: int, fixed: bool) -> None:
+    import json
+
+    from opentalking_flashhead.settings import Settings
+
+    environ = {f"OPENTALKING_FLASHHEAD_{k}": v for k, v in {**env, "CONFIG_JSON": json.dumps(config)}.items()}
+    settings = Settings.load(environ=environ)
+    assert (settings.chunk_samples, settings.chunk_samples_fixed) == (chunk, fixed)

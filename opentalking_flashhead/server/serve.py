@@ -16,8 +16,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from opentalking_flashhead.server.api import MAX_BODY_BYTES, create_app
-from opentalking_flashhead.server.jobs import KEEP_SEC
+from opentalking_flashhead.server.api import create_app
 from opentalking_flashhead.server.standin import StandinRenderer
 from opentalking_flashhead.server.validation import MODEL_ID, TASK
 
@@ -58,22 +57,11 @@ def serve(
     *,
     shared_roots: Iterable[Path],
     api_key_file: Path | None = None,
-    latency: float = 0.0,
-    capacity: int = 1,
-    fail_rate: float = 0.0,
-    max_body_bytes: int = MAX_BODY_BYTES,
+    **options: Any,
 ) -> None:
-    """Serve the stand-in until interrupted."""
+    """Serve the stand-in until interrupted; ``options``: ``create_app``'s (latency, capacity, fail_rate …)."""
     roots = list(shared_roots)
-    app = standin_app(
-        output_dir,
-        shared_roots=roots,
-        api_keys=load_api_keys(api_key_file),
-        latency=latency,
-        capacity=capacity,
-        fail_rate=fail_rate,
-        max_body_bytes=max_body_bytes,
-    )
+    app = standin_app(output_dir, shared_roots=roots, api_keys=load_api_keys(api_key_file), **options)
     where = ", ".join(str(root) for root in [output_dir, *roots])
     print(f"{BANNER}\n  listening on http://{host}:{port}, clips in {output_dir}, reads only under {where}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -81,32 +69,14 @@ def serve(
 
 @contextmanager
 def running_standin(
-    output_dir: Path,
-    *,
-    shared_roots: Iterable[Path] = (Path(tempfile.gettempdir()),),
-    api_keys: set[str] | None = None,
-    latency: float = 0.0,
-    capacity: int = 1,
-    fail_rate: float = 0.0,
-    job_keep_sec: float = KEEP_SEC,
-    max_body_bytes: int = MAX_BODY_BYTES,
+    output_dir: Path, *, shared_roots: Iterable[Path] = (Path(tempfile.gettempdir()),), **options: Any
 ) -> Iterator[str]:
     """A stand-in on a free loopback port for the duration of the block; yields its base URL.
 
     It reads and writes under ``output_dir`` and ``shared_roots`` (by default the system's temp
-    dir, where ``render`` and tests keep their files).
+    dir, where ``render`` and tests keep their files); ``options``: ``create_app``'s.
     """
-    app = standin_app(
-        output_dir,
-        shared_roots=shared_roots,
-        api_keys=api_keys,
-        latency=latency,
-        capacity=capacity,
-        fail_rate=fail_rate,
-        job_keep_sec=job_keep_sec,
-        max_body_bytes=max_body_bytes,
-    )
-    with running_app(app) as url:
+    with running_app(standin_app(output_dir, shared_roots=shared_roots, **options)) as url:
         log.info("%s, at %s", BANNER, url)
         yield url
 

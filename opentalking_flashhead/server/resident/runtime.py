@@ -82,7 +82,7 @@ class ResidentRuntime:
             job = _chunk_job(self._model, StreamSlot(), image, samples, frames)
             return await asyncio.wrap_future(self._worker.submit(f"stateless-{next(self._stateless)}", 0, job))
         self._expire()
-        return await asyncio.shield(self._chunk(self._sessions.open(session, image), chunk, samples, frames))
+        return await asyncio.shield(self._chunk(self._sessions.open(session), chunk, image, samples, frames))
 
     def close_session(self, session: str) -> bool:
         """End the session our client names ``session`` (otfh-...), for every face it used; False if none."""
@@ -109,8 +109,12 @@ class ResidentRuntime:
         if worker is not None:
             await asyncio.to_thread(worker.close)
 
-    def _chunk(self, session: Session, chunk: int, samples: np.ndarray, frames: int) -> asyncio.Future[np.ndarray]:
-        """The future of ``chunk``'s frames: the one already kept or pending for a retry, else a new job."""
+    def _chunk(
+        self, session: Session, chunk: int, image: Path, samples: np.ndarray, frames: int
+    ) -> asyncio.Future[np.ndarray]:
+        """The future of ``chunk``'s frames: the one already kept or pending for a retry, else a new job
+        (which prepares the face from this request's ``image`` if the stream has none yet: an inline
+        reference is a file only while its request lasts)."""
         assert self._worker is not None and self._model is not None
         kept = session.chunks.get(chunk)
         if kept is not None:
@@ -119,7 +123,7 @@ class ResidentRuntime:
             raise ChunkGone(_gone(session, chunk, session.newest))
         from opentalking_flashhead.server.resident.worker import OutOfOrder
 
-        job = _chunk_job(self._model, session.slot, session.image, samples, frames)
+        job = _chunk_job(self._model, session.slot, image, samples, frames)
         try:
             future = asyncio.wrap_future(self._worker.submit(session.key, chunk, job))
         except OutOfOrder as exc:
@@ -165,4 +169,4 @@ def _chunk_job(model: ResidentModel, slot: StreamSlot, image: Path, samples: np.
     except BaseException:
         stream.restore(before)
         raise
-    return np.concatenate(rendered)[:frames]
+    return (rendered[0] if len(rendered) == 1 else np.concatenate(rendered))[:frames]

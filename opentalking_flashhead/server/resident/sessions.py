@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,7 +37,6 @@ class StreamSlot:
 @dataclass
 class Session:
     key: str
-    image: Path
     used: float
     slot: StreamSlot = field(default_factory=StreamSlot)
     chunks: dict[int, asyncio.Future[np.ndarray]] = field(default_factory=dict)  # pending, and the newest done
@@ -74,7 +72,7 @@ class SessionTable:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def open(self, key: str, image: Path) -> Session:
+    def open(self, key: str) -> Session:
         """The session ``key`` names, opened if new (within --max-sessions), marked as used now."""
         session = self._sessions.get(key)
         if session is None:
@@ -83,7 +81,7 @@ class SessionTable:
                     f"{len(self._sessions)} sessions open (--max-sessions {self.max_sessions}); a session ends "
                     f"when its client closes it or after {self.ttl_sec:g} s idle (--session-ttl)"
                 )
-            session = self._sessions[key] = Session(key, image, self._clock())
+            session = self._sessions[key] = Session(key, self._clock())
         session.used = self._clock()
         return session
 
