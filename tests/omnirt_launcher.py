@@ -31,18 +31,22 @@ def main() -> None:
     os.environ.setdefault("OMNIRT_FLASHHEAD_PYTHON", sys.executable)
 
     import uvicorn
-    from omnirt.cli.main import parse_remote_worker_specs
     from omnirt.models.flashhead.pipeline import FlashHeadPipeline
     from omnirt.server import create_app
 
     FlashHeadPipeline.allow_cpu_stub_execution = True
+    remote_workers = None
+    if args.remote_worker:  # only then: OmniRT's CLI module is a heavy import, kept off the common path
+        from omnirt.cli.main import parse_remote_worker_specs
+
+        remote_workers = parse_remote_worker_specs(args.remote_worker)
     app = create_app(
         default_backend="cpu-stub",
         default_request_config={"launcher": "python", "output_dir": str(Path(args.output_dir).resolve())},
         api_key_file=args.api_key_file,
         max_concurrency=args.max_concurrency,
         redis_url=args.redis_url,
-        remote_workers=parse_remote_worker_specs(args.remote_worker),
+        remote_workers=remote_workers,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
