@@ -79,7 +79,7 @@ def bare_slice(runtime: Any) -> float:
 async def overhead(runtime: Any, image: Path, chunks: int) -> tuple[list[float], list[float]]:
     """Seconds of each render and each baseline slice, one of each in turn; the first chunk (the face) left out."""
     renders, bare = [], []
-    key = session_key("otfh-overhead", image)
+    key = session_key("session-overhead", image)
     for index in range(chunks + 1):
         audio = speech(runtime.spec.samples, index)
         begin = time.perf_counter()
@@ -99,7 +99,7 @@ async def interleaved(runtime: Any, image: Path, sessions: int, chunks: int, rea
     """
     slice_sec = runtime.spec.samples / 16000
     keys = [
-        session_key(f"otfh-n{sessions}-{'rt' if realtime else 'busy'}-{number}", image) for number in range(sessions)
+        session_key(f"session-n{sessions}-{'rt' if realtime else 'busy'}-{number}", image) for number in range(sessions)
     ]
     silence = np.zeros(0, np.float32)
     await asyncio.gather(*(runtime.render(image=image, audio=silence, session=key, chunk=0) for key in keys))

@@ -52,10 +52,32 @@ def _serve_standin(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from opentalking_flashhead.server.resident.options import ModelOptions, StartupError
+    from opentalking_flashhead.server.resident.options import StartupError
     from opentalking_flashhead.server.serve_model import serve_model
 
-    options = ModelOptions(
+    if _port_taken(args):
+        return 1
+    try:
+        serve_model(
+            _model_options(args),
+            args.host,
+            args.port,
+            args.output_dir.resolve(),
+            shared_roots=args.shared_root or [Path(DEFAULT_SHARED_DIR)],
+            api_key_file=args.api_key_file,
+            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        )
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _model_options(args: argparse.Namespace) -> Any:
+    """The ``ModelOptions`` of ``serve`` and ``worker`` from their shared model flags."""
+    from opentalking_flashhead.server.resident.options import ModelOptions
+
+    return ModelOptions(
         flashhead_repo=args.flashhead_repo,
         ckpt_dir=args.ckpt_dir,
         wav2vec_dir=args.wav2vec_dir,
@@ -66,18 +88,14 @@ def _serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         session_ttl_sec=args.session_ttl,
     )
-    if _port_taken(args):
-        return 1
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from opentalking_flashhead.server.resident.options import StartupError
+    from opentalking_flashhead.server.worker import serve_worker
+
     try:
-        serve_model(
-            options,
-            args.host,
-            args.port,
-            args.output_dir.resolve(),
-            shared_roots=args.shared_root or [Path(DEFAULT_SHARED_DIR)],
-            api_key_file=args.api_key_file,
-            max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        )
+        serve_worker(_model_options(args), *args.listen)
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -191,6 +209,35 @@ def _share(text: str) -> float:
     return value
 
 
+def _add_model_flags(command: argparse.ArgumentParser) -> None:
+    """The model flags ``serve`` and ``worker`` share."""
+    command.add_argument("--flashhead-repo", type=Path, required=True, help="your SoulX-FlashHead checkout")
+    command.add_argument("--ckpt-dir", type=Path, required=True, help="the checkpoint dir (Model_Lite/, VAE_LTX/, …)")
+    command.add_argument("--wav2vec-dir", type=Path, required=True, help="the wav2vec2-base-960h dir")
+    command.add_argument(
+        "--model-type", choices=("lite", "pro"), default="lite", help="which SoulX-FlashHead model (default lite)"
+    )
+    command.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
+    command.add_argument(
+        "--dtype",
+        choices=("bf16", "fp16", "fp32"),
+        default="bf16",
+        help="parameter dtype (default bf16; fp32 on a CPU)",
+    )
+    command.add_argument("--no-compile", action="store_true", help="skip torch.compile (faster start, slower slices)")
+    command.add_argument("--max-sessions", type=_positive_int, default=8, help="sessions kept at once (default 8)")
+    command.add_argument(
+        "--session-ttl", type=_positive_float, default=300.0, help="seconds idle before a session ends (default 300)"
+    )
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 0.0.0.0:50061)")
+    return host, int(port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from opentalking_flashhead import __version__
 
@@ -251,26 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="serve SoulX-FlashHead resident (loaded once, sessions continuous) over OmniRT's protocol"
     )
-    serve.add_argument("--flashhead-repo", type=Path, required=True, help="your SoulX-FlashHead checkout")
-    serve.add_argument("--ckpt-dir", type=Path, required=True, help="the checkpoint dir (Model_Lite/, VAE_LTX/, …)")
-    serve.add_argument("--wav2vec-dir", type=Path, required=True, help="the wav2vec2-base-960h dir")
-    serve.add_argument(
-        "--model-type", choices=("lite", "pro"), default="lite", help="which SoulX-FlashHead model (default lite)"
-    )
-    serve.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default cuda)")
-    serve.add_argument(
-        "--dtype",
-        choices=("bf16", "fp16", "fp32"),
-        default="bf16",
-        help="parameter dtype (default bf16; fp32 on a CPU)",
-    )
-    serve.add_argument("--no-compile", action="store_true", help="skip torch.compile (faster start, slower slices)")
+    _add_model_flags(serve)
     _add_service_flags(serve, "/tmp/flashhead-out")
-    serve.add_argument("--max-sessions", type=_positive_int, default=8, help="sessions kept at once (default 8)")
-    serve.add_argument(
-        "--session-ttl", type=_positive_float, default=300.0, help="seconds idle before a session ends (default 300)"
-    )
     serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser(
+        "worker", help="serve SoulX-FlashHead resident as an OmniRT gRPC worker (requests via config.resident_target)"
+    )
+    _add_model_flags(worker)
+    worker.add_argument("--listen", type=_host_port, required=True, help="HOST:PORT for gRPC (no auth)")
+    worker.set_defaults(run=_worker)
     return parser
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from opentalking_flashhead import audio, confined, http_bounds, storage, video
+from opentalking_flashhead import audio, confined, http_bounds, storage, targets, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
 from opentalking_flashhead.confined import Place
 from opentalking_flashhead.errors import ClipUnreadable, ConfigError, FlashHeadError, ServiceStalled, ServiceUnavailable
@@ -63,6 +63,8 @@ class _Session:
     inflight: set[str] = field(default_factory=set)
     #: A request was given up on: the service may still write its clip, even after close().
     abandoned: bool = False
+    #: The resident worker its chunks go to, when RESIDENT_TARGETS names several.
+    pin: targets.Pin | None = None
 
 
 class FlashHeadClient:
@@ -98,6 +100,7 @@ class FlashHeadClient:
         self._aborted: set[asyncio.Task[list[Any]]] = set()
         self._lifecycle = asyncio.Lock()
         self.stats = Stats()
+        self._targets = targets.pool_for(self.settings.resident_targets)
 
     def describe(self) -> dict[str, Any]:
         """The session parameters the host reads, as ``init_session`` returns them."""
@@ -226,11 +229,15 @@ class FlashHeadClient:
                     with http_bounds.chunk_deadline(deadline):
                         images = await self._attempt(session, chunk, wav, encoded, samples.size, deadline)
                     session.stills_in_a_row = 0
+                    if session.pin is not None:
+                        session.pin.succeeded()
                     break
                 except FlashHeadError as exc:
                     session.abandoned = True
                     if not exc.retryable:
                         raise
+                    if session.pin is not None:  # the next try may go to another worker
+                        session.pin.failed(exc)
                     first_failure = first_failure or exc
                     pause = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
                     if isinstance(exc, ServiceStalled) or time.monotonic() + pause >= deadline:
@@ -260,7 +267,7 @@ class FlashHeadClient:
         ``None`` when inputs travel inline."""
         assert self._service is not None and self._locator is not None
         output_dir = f"{session.output_remote}/{chunk}"
-        config = self.settings.service_config(output_dir)
+        config = targets.pinned(session.pin, self.settings.service_config(output_dir))
         headers = {"X-FlashHead-Session": session.name, "X-FlashHead-Chunk": str(int(chunk))}
         if wav is None:  # nothing on shared storage: inputs and clip travel in HTTP
             assert session.reference_inline is not None
@@ -330,8 +337,9 @@ class FlashHeadClient:
             ) from exc
         output_local = paths.locate(output_remote)
         inline = _data_uri(face.data, f"image/{face.suffix.lstrip('.')}") if self.inline else None
+        pin = self._targets.pin() if self._targets is not None else None
         return _Session(
-            name, place, lock, paths.to_remote(reference.path), output_remote, output_local, face.still, inline
+            name, place, lock, paths.to_remote(reference.path), output_remote, output_local, face.still, inline, pin=pin
         )
 
     async def _end_session(self) -> None:
@@ -345,6 +353,8 @@ class FlashHeadClient:
         if session is not None and self._service is not None and "close-session" in self.extensions:
             await self._service.close_session(session.name)
         if session is not None:
+            if session.pin is not None:
+                session.pin.release()
             places = [session.place] + ([session.output_local] if session.output_local else [])
             linger = max(self.settings.timeout_sec, storage.LINGER_MIN_SEC) if abandoned or session.abandoned else 0.0
             storage.remove_lingering(places, linger)

@@ -43,10 +43,12 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    #: Passed, but something will not work as the user may expect (printed with "!").
+    warning: bool = False
 
     def lines(self) -> list[str]:
         detail = " ".join(self.detail.split())  # one line per check, whatever the service said
-        head = f"{'✓' if self.ok else '✗'} {self.name}: {detail}"
+        head = f"{'!' if self.warning else '✓' if self.ok else '✗'} {self.name}: {detail}"
         return [head] if self.ok or not self.fix else [head, f"    fix: {self.fix}"]
 
 
@@ -245,6 +247,42 @@ async def check_generation(settings: Settings, overrides: dict[str, Any], timeou
     ]
 
 
+async def check_remote_workers(settings: Settings) -> list[Check]:
+    """OmniRT's ``--remote-worker`` delegation serves sync requests only: async jobs run on the coordinator."""
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    try:
+        async with httpx.AsyncClient(base_url=settings.base_url, headers=headers, timeout=REQUEST_TIMEOUT_SEC) as http:
+            ready = (await http.get("/readyz")).json()
+    except (httpx.HTTPError, ValueError):
+        return []  # not OmniRT's readiness answer: nothing to say about its workers
+    count = ready.get("remote_worker_count") if isinstance(ready, dict) else None
+    if not isinstance(count, int) or not count or not settings.async_jobs:
+        return []
+    return [
+        Check(
+            "remote workers",
+            True,
+            f"OmniRT reports {count} remote worker(s) while {env_name('async_jobs')} is on: async jobs run on the "
+            "coordinator, not the remote workers",
+            f"set {env_name('async_jobs')}=0 to use them, or run `opentalking-flashhead worker` processes and list "
+            f"them in {env_name('resident_targets')}",
+            warning=True,
+        )
+    ]
+
+
+async def check_target(settings: Settings, target: str, overrides: dict[str, Any], timeout: float) -> Check:
+    """One probe slice pinned to ``target`` through the service: each resident worker proven on its own."""
+    checks = await check_generation(settings, {**overrides, "resident_targets": target}, timeout)
+    failed = [check for check in checks if not check.ok]
+    variable = env_name("resident_targets")
+    fix = (
+        f"start `opentalking-flashhead worker --listen {target}` there (reachable from the service), or remove "
+        f"{target} from {variable}"
+    )
+    return Check(f"resident target {target}", not failed, (failed or checks)[0].detail, fix)
+
+
 def _generation_fix(exc: FlashHeadError, timeout: float) -> str:
     if isinstance(exc, RequestRejected):
         if "does not exist locally" in exc.detail:
@@ -286,7 +324,9 @@ async def diagnose(timeout: float = PROBE_TIMEOUT_SEC, **overrides: Any) -> list
     checks += check_storage(settings)
     checks += await check_service(settings, _url_source(overrides))
     if all(c.ok for c in checks):
+        checks += await check_remote_workers(settings)
         checks += await check_generation(settings, overrides, timeout)
+        checks += [await check_target(settings, target, overrides, timeout) for target in settings.resident_targets]
     else:
         checks.append(Check(PROBE, False, "not run: fix the checks above first"))
     return checks

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from opentalking_flashhead.errors import ConfigError
+from opentalking_flashhead.targets import parse_targets
 
 ENV_PREFIX = "OPENTALKING_FLASHHEAD_"
 DEFAULT_BASE_URL = "http://127.0.0.1:8766"
@@ -98,6 +99,8 @@ class Settings:
     on_error: str = "still"
     max_still_chunks: int = 3
     stall_sec: float = 2.0
+    #: OmniRT resident workers to pin sessions to (``config.resident_target``), see targets.py.
+    resident_targets: tuple[str, ...] = ()
 
     @classmethod
     def load(
@@ -164,6 +167,7 @@ class Settings:
             on_error=_choice("on_error", raw("on_error", "still"), ON_ERROR),
             max_still_chunks=_count("max_still_chunks", raw("max_still_chunks"), default=3),
             stall_sec=_positive_float("stall_sec", raw("stall_sec", 2.0)),
+            resident_targets=parse_targets(env_name("resident_targets"), raw("resident_targets")),
         )
 
     @property

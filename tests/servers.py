@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -35,6 +35,7 @@ class ServiceProcess:
         api_key: str | None = None,
         env: dict[str, str] | None = None,
         health_path: str | None = "/healthz",
+        ready: Callable[[ServiceProcess], bool] | None = None,
     ) -> None:
         self.kind = kind
         self.command = list(command)
@@ -44,6 +45,7 @@ class ServiceProcess:
         self.api_key = api_key
         self.env = {**os.environ, **(env or {})}
         self.health_path = health_path
+        self.ready = ready
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +73,10 @@ class ServiceProcess:
         raise RuntimeError(f"{self.kind} did not answer {self.health_path} within {timeout:g} s:\n{self.log_tail()}")
 
     def _answers(self) -> bool:
-        """HTTP services answer their health route; others (Redis) accept a connection."""
+        """HTTP services answer their health route; others (Redis) accept a connection, unless they
+        bring their own readiness check (gRPC workers)."""
+        if self.ready is not None:
+            return self.ready(self)
         try:
             if self.health_path is None:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
@@ -101,17 +106,25 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def omnirt(workdir: Path, api_key: str | None = None, env: dict[str, str] | None = None) -> ServiceProcess:
-    """The real OmniRT server (PyPI omnirt[server]) with a fake model checkout."""
+def omnirt(
+    workdir: Path,
+    api_key: str | None = None,
+    env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    name: str = "omnirt",
+) -> ServiceProcess:
+    """The real OmniRT server (PyPI omnirt[server]) with a fake model checkout; ``extra_args`` are
+    omnirt serve's (``--max-concurrency``, ``--redis-url``)."""
     port = free_port()
-    output_dir = workdir / "omnirt-out"
+    output_dir = workdir / f"{name}-out"
     output_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(TESTS / "omnirt_launcher.py"), "--port", str(port), "--output-dir", str(output_dir)]
+    command += extra_args
     if api_key:
         key_file = workdir / "omnirt-keys.txt"
         key_file.write_text(api_key + "\n")
         command += ["--api-key-file", str(key_file)]
-    return ServiceProcess("omnirt", command, output_dir, workdir / "omnirt.log", port, api_key, env)
+    return ServiceProcess(name, command, output_dir, workdir / f"{name}.log", port, api_key, env)
 
 
 def _ours(
@@ -153,11 +166,35 @@ def serve(
     model_type: str = "pro",
 ) -> ServiceProcess:
     """Our resident service (``serve``) on the CPU with the test double (the fake SoulX-FlashHead checkout)."""
+    return _ours("serve", ["serve", *_fake_model_flags(model_type)], workdir, api_key, env, extra_args)
+
+
+def _fake_model_flags(model_type: str) -> list[str]:
+    """``serve``'s and ``worker``'s model flags for the test double on the CPU."""
     models = FAKE_CHECKOUT / "models"
-    subcommand = ["serve", "--flashhead-repo", str(FAKE_CHECKOUT), "--ckpt-dir", str(models / "SoulX-FlashHead-1_3B")]
-    subcommand += ["--wav2vec-dir", str(models / "wav2vec2-base-960h"), "--model-type", model_type]
-    subcommand += ["--device", "cpu", "--dtype", "fp32", "--no-compile"]
-    return _ours("serve", subcommand, workdir, api_key, env, extra_args)
+    flags = ["--flashhead-repo", str(FAKE_CHECKOUT), "--ckpt-dir", str(models / "SoulX-FlashHead-1_3B")]
+    flags += ["--wav2vec-dir", str(models / "wav2vec2-base-960h"), "--model-type", model_type]
+    return [*flags, "--device", "cpu", "--dtype", "fp32", "--no-compile"]
+
+
+def worker(
+    workdir: Path, model_type: str = "lite", env: dict[str, str] | None = None, extra_args: Sequence[str] = ()
+) -> ServiceProcess:
+    """Our OmniRT gRPC worker (``worker --listen``) with the test double; ready once its Health says so."""
+    port = free_port()
+    command = [sys.executable, "-m", "opentalking_flashhead.cli", "worker", "--listen", f"127.0.0.1:{port}"]
+    command += [*_fake_model_flags(model_type), *extra_args]
+    name = f"worker-{port}"
+    return ServiceProcess(name, command, workdir, workdir / f"{name}.log", port, env=env, ready=_worker_ready)
+
+
+def _worker_ready(service: ServiceProcess) -> bool:
+    from omnirt.engine.grpc_transport import probe_worker_health
+
+    try:
+        return probe_worker_health(f"127.0.0.1:{service.port}", timeout_s=1.0)["state"] == "ready"
+    except Exception:  # grpc.RpcError while it is starting
+        return False
 
 
 def slow(kind: str, workdir: Path, seconds: float) -> ServiceProcess:
@@ -165,3 +202,55 @@ def slow(kind: str, workdir: Path, seconds: float) -> ServiceProcess:
     if kind == "omnirt":
         return omnirt(workdir, env={"FAKE_FLASHHEAD_SLEEP": str(seconds)})
     return standin(workdir, extra_args=("--latency", str(seconds)))
+
+
+NGINX_CONF = """
+worker_processes 1;
+{user}
+pid {root}/nginx.pid;
+error_log {root}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    log_format fronts '$request_method $uri $status $upstream_addr';
+    access_log {root}/nginx-access.log fronts;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream fronts {{
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 64m;
+        location / {{
+            proxy_pass http://fronts;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 600s;
+            proxy_connect_timeout 2s;
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"""
+
+
+def nginx(workdir: Path, fronts: Sequence[ServiceProcess], standby: bool = False) -> ServiceProcess:
+    """Debian's nginx in front of several OmniRT fronts (the config examples/deploy-cluster.md shows),
+    its access log in ``workdir / "nginx" / "nginx-access.log"``. ``standby``: every front but the first
+    is a backup, taking requests only while the first is down."""
+    root = workdir / "nginx"
+    root.mkdir(exist_ok=True)
+    port = free_port()
+    upstreams = "\n".join(
+        f"        server 127.0.0.1:{front.port} max_fails=1 fail_timeout=30s{' backup' if standby and n else ''};"
+        for n, front in enumerate(fronts)
+    )
+    user = "user root;" if os.geteuid() == 0 else ""  # the workers must read the test's private temp dir
+    conf = root / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(user=user, root=root, servers=upstreams, port=port))
+    command = ["nginx", "-p", str(root), "-c", str(conf), "-g", "daemon off;"]
+    return ServiceProcess("nginx", command, root, root / "nginx.log", port)

@@ -123,10 +123,10 @@ async def test_three_sessions_interleaved_equal_each_alone(runtime: ResidentRunt
     audio = [chunks_of(runtime, session) for session in range(3)]
     stateless_audio = tone(999, runtime.spec.samples)
     together, _ = await asyncio.gather(
-        asyncio.gather(*(stream(runtime, f"otfh-mixed{s}", faces[s], audio[s]) for s in range(3))),
+        asyncio.gather(*(stream(runtime, f"session-mixed{s}", faces[s], audio[s]) for s in range(3))),
         runtime.render(image=faces[0], audio=stateless_audio, session=None, chunk=None),  # a stateless one between
     )
-    alone = [await stream(runtime, f"otfh-alone{s}", faces[s], audio[s]) for s in range(3)]
+    alone = [await stream(runtime, f"session-alone{s}", faces[s], audio[s]) for s in range(3)]
     for session in range(3):
         for index, frames in enumerate(together[session]):
             assert frames.shape == (frames_expected(audio[session][index]), 512, 512, 3)
@@ -150,8 +150,8 @@ async def test_retried_chunk_gives_the_same_frames_and_advances_once(
     runtime: ResidentRuntime, faces: list[Path]
 ) -> None:
     audio = [tone(200 + index, runtime.spec.samples) for index in range(3)]
-    reference = await stream(runtime, "otfh-noretry", faces[1], audio)
-    retried = key("otfh-retry", faces[1])
+    reference = await stream(runtime, "session-noretry", faces[1], audio)
+    retried = key("session-retry", faces[1])
     first = await runtime.render(image=faces[1], audio=audio[0], session=retried, chunk=0)
     second, again = await asyncio.gather(  # a retry while the chunk is still being rendered
         runtime.render(image=faces[1], audio=audio[1], session=retried, chunk=1),
@@ -162,14 +162,14 @@ async def test_retried_chunk_gives_the_same_frames_and_advances_once(
     for got, want in [(first, reference[0]), (second, reference[1]), (again, reference[1]), (later, reference[1])]:
         assert np.array_equal(got, want)
     assert np.array_equal(third, reference[2]), "a retry advanced the stream"
-    with pytest.raises(ChunkGone, match="chunk 1 of session otfh-retry"):
+    with pytest.raises(ChunkGone, match="chunk 1 of session session-retry"):
         await runtime.render(image=faces[1], audio=audio[1], session=retried, chunk=1)
 
 
 async def test_skipped_chunk_index_continues_the_stream(runtime: ResidentRuntime, faces: list[Path]) -> None:
     audio = [tone(300 + index, runtime.spec.samples) for index in range(2)]
-    reference = await stream(runtime, "otfh-noskip", faces[2], audio)
-    skipping = key("otfh-skip", faces[2])
+    reference = await stream(runtime, "session-noskip", faces[2], audio)
+    skipping = key("session-skip", faces[2])
     await runtime.render(image=faces[2], audio=audio[0], session=skipping, chunk=0)
     after_gap = await runtime.render(image=faces[2], audio=audio[1], session=skipping, chunk=2)
     assert np.array_equal(after_gap, reference[1])
@@ -181,8 +181,8 @@ async def test_a_failed_chunk_leaves_the_stream_as_it_was(
     """A chunk failing in its second slice rolls back what its first slice advanced (generator, motion,
     RNG, audio window): the retry renders it from the state saved before it."""
     audio = [tone(800, runtime.spec.samples), tone(801, 2 * runtime.spec.samples)]
-    reference = await stream(runtime, "otfh-nofail", faces[0], audio)
-    failing = key("otfh-fail", faces[0])
+    reference = await stream(runtime, "session-nofail", faces[0], audio)
+    failing = key("session-fail", faces[0])
     await runtime.render(image=faces[0], audio=audio[0], session=failing, chunk=0)
     real_slice, calls = ResidentModel.run_slice, []
 
@@ -204,8 +204,8 @@ async def test_the_face_comes_from_the_request_that_opens_the_stream(
     """An inline reference is a file only while its request lasts: a session whose first request could
     not read its face takes it from the retry's own file."""
     audio = tone(900, runtime.spec.samples)
-    fresh = await runtime.render(image=faces[2], audio=audio, session=key("otfh-face", faces[2]), chunk=0)
-    session = key("otfh-faceretry", faces[2])
+    fresh = await runtime.render(image=faces[2], audio=audio, session=key("session-face", faces[2]), chunk=0)
+    session = key("session-faceretry", faces[2])
     with pytest.raises(FileNotFoundError):
         await runtime.render(image=faces[2].with_name("gone.png"), audio=audio, session=session, chunk=0)
     assert np.array_equal(await runtime.render(image=faces[2], audio=audio, session=session, chunk=0), fresh)
@@ -215,18 +215,18 @@ async def test_stateless_requests_start_fresh_each_time(runtime: ResidentRuntime
     audio = tone(400, runtime.spec.samples)
     once = await runtime.render(image=faces[0], audio=audio, session=None, chunk=None)
     twice = await runtime.render(image=faces[0], audio=audio, session=None, chunk=None)
-    first_chunk = await runtime.render(image=faces[0], audio=audio, session=key("otfh-fresh", faces[0]), chunk=0)
+    first_chunk = await runtime.render(image=faces[0], audio=audio, session=key("session-fresh", faces[0]), chunk=0)
     assert np.array_equal(once, twice)
     assert np.array_equal(once, first_chunk)
 
 
 async def test_another_face_is_another_session(runtime: ResidentRuntime, faces: list[Path]) -> None:
     audio = tone(500, runtime.spec.samples)
-    a = await runtime.render(image=faces[0], audio=audio, session=key("otfh-twofaces", faces[0]), chunk=0)
-    b = await runtime.render(image=faces[1], audio=audio, session=key("otfh-twofaces", faces[1]), chunk=0)
+    a = await runtime.render(image=faces[0], audio=audio, session=key("session-twofaces", faces[0]), chunk=0)
+    b = await runtime.render(image=faces[1], audio=audio, session=key("session-twofaces", faces[1]), chunk=0)
     assert not np.array_equal(a, b)
-    assert runtime.close_session("otfh-twofaces") is True
-    assert runtime.close_session("otfh-twofaces") is False
+    assert runtime.close_session("session-twofaces") is True
+    assert runtime.close_session("session-twofaces") is False
 
 
 async def test_a_missed_rng_swap_shows_in_the_pixels(
@@ -249,8 +249,8 @@ async def test_a_missed_attribute_swap_shows_in_the_pixels(
 async def _interleaved_differs_from_alone(runtime: ResidentRuntime, faces: list[Path], tag: str) -> None:
     # three chunks: Lite's global RNG is drawn when a slice encodes its motion frames, so shows a slice later
     audio = [[tone(600 + 10 * s + index, runtime.spec.samples) for index in range(3)] for s in range(2)]
-    together = await asyncio.gather(*(stream(runtime, f"otfh-{tag}mix{s}", faces[s], audio[s]) for s in range(2)))
-    alone = await stream(runtime, f"otfh-{tag}alone", faces[0], audio[0])
+    together = await asyncio.gather(*(stream(runtime, f"session-{tag}mix{s}", faces[s], audio[s]) for s in range(2)))
+    alone = await stream(runtime, f"session-{tag}alone", faces[0], audio[0])
     assert not all(np.array_equal(mixed, single) for mixed, single in zip(together[0], alone, strict=True))
 
 
@@ -264,16 +264,16 @@ async def test_sessions_expire_after_the_ttl_and_are_bounded(lite: ResidentRunti
     runtime.load()
     try:
         audio = [tone(700 + index, runtime.spec.samples) for index in range(2)]
-        fresh = await stream(runtime, "otfh-ttl0", faces[0], audio[:1])
-        await stream(runtime, "otfh-ttl1", faces[1], audio[:1])
+        fresh = await stream(runtime, "session-ttl0", faces[0], audio[:1])
+        await stream(runtime, "session-ttl1", faces[1], audio[:1])
         with pytest.raises(SessionLimitReached, match=r"2 sessions open \(--max-sessions 2\)"):
-            await runtime.render(image=faces[2], audio=audio[0], session=key("otfh-ttl2", faces[2]), chunk=0)
+            await runtime.render(image=faces[2], audio=audio[0], session=key("session-ttl2", faces[2]), chunk=0)
         await runtime.render(image=faces[2], audio=audio[0], session=None, chunk=None)  # stateless: not bounded
         clock.now += 30
-        await runtime.render(image=faces[1], audio=audio[1], session=key("otfh-ttl1", faces[1]), chunk=1)
-        clock.now += 45  # otfh-ttl0 idle 75 s: gone; otfh-ttl1 idle 45 s: kept
+        await runtime.render(image=faces[1], audio=audio[1], session=key("session-ttl1", faces[1]), chunk=1)
+        clock.now += 45  # session-ttl0 idle 75 s: gone; session-ttl1 idle 45 s: kept
         assert runtime.describe()["sessions"] == 1
-        again = await runtime.render(image=faces[0], audio=audio[0], session=key("otfh-ttl0", faces[0]), chunk=5)
+        again = await runtime.render(image=faces[0], audio=audio[0], session=key("session-ttl0", faces[0]), chunk=5)
         assert np.array_equal(again, fresh[0]), "an expired session must start afresh"
         assert runtime.describe() == {
             "resident": True,
@@ -340,17 +340,18 @@ def test_one_worker_takes_turns_across_streams() -> None:
 
 
 def test_session_identity() -> None:
-    face = "/shared/otfh-abc/reference.png"
-    by_dir, chunk = session_of("/out/otfh-abc/000012", face, None, None)
-    assert by_dir is not None and chunk == 12 and session_name(by_dir) == "otfh-abc"
-    assert session_of(None, face, "otfh-abc", "000012") == (by_dir, 12)
-    assert session_of("/out/otfh-abc/000012", "/other/face.png", None, None)[0] != by_dir
+    face = "/shared/session-abc/reference.png"
+    by_dir, chunk = session_of("/out/session-abc/000012", face, None, None)
+    assert by_dir is not None and chunk == 12 and session_name(by_dir) == "session-abc"
+    assert session_of("/shared/session-abc/out/000012", face, None, None) == (by_dir, 12)  # the default layout
+    assert session_of(None, face, "session-abc", "000012") == (by_dir, 12)
+    assert session_of("/out/session-abc/000012", "/other/face.png", None, None)[0] != by_dir
     for stateless in [
         ("/out/run/000012", None, None),  # not our client's session dir
-        ("/out/otfh-abc/final", None, None),
-        (None, "otfh-abc", None),
+        ("/out/session-abc/final", None, None),
+        (None, "session-abc", None),
         (None, None, None),
-        ("/out/otfh-abc/0001²", None, None),
+        ("/out/session-abc/0001²", None, None),
     ]:
         assert session_of(stateless[0], face, stateless[1], stateless[2]) == (None, None)
 

@@ -109,20 +109,23 @@ def test_event_loop_answers_while_a_slice_runs(slow_pro: httpx.Client, media) ->
 
 def test_max_sessions_is_a_503_with_its_detail_and_close_frees_the_slot(slow_pro: httpx.Client, media) -> None:
     wait_ready(slow_pro)
-    first = slow_pro.post("/v1/generate", json=body(media), headers=chunk_of("otfh-aaaaaaaaaaaa", 1))
+    first = slow_pro.post("/v1/generate", json=body(media), headers=chunk_of("session-aaaaaaaaaaaa", 1))
     assert first.status_code == 200 and first.json()["outputs"][0]["num_frames"] == 28
-    refused = slow_pro.post("/v1/generate", json=body(media), headers=chunk_of("otfh-bbbbbbbbbbbb", 1))
+    refused = slow_pro.post("/v1/generate", json=body(media), headers=chunk_of("session-bbbbbbbbbbbb", 1))
     assert refused.status_code == 503 and "--max-sessions 1" in refused.json()["detail"]
-    job = slow_pro.post("/v1/generate", json=body(media, async_run=True), headers=chunk_of("otfh-bbbbbbbbbbbb", 1))
+    job = slow_pro.post("/v1/generate", json=body(media, async_run=True), headers=chunk_of("session-bbbbbbbbbbbb", 1))
     slow_pro.get(f"/v1/jobs/{job.json()['id']}/events")
     failed = slow_pro.get(f"/v1/jobs/{job.json()['id']}").json()
     assert failed["state"] == "failed" and "--max-sessions 1" in failed["error"]
     (card,) = slow_pro.get("/v1/models").json()["data"]
     assert card["sessions"] == 1
-    assert slow_pro.delete("/v1/sessions/otfh-aaaaaaaaaaaa").json() == {"session": "otfh-aaaaaaaaaaaa", "closed": True}
-    assert slow_pro.delete("/v1/sessions/otfh-aaaaaaaaaaaa").json()["closed"] is False
+    assert slow_pro.delete("/v1/sessions/session-aaaaaaaaaaaa").json() == {
+        "session": "session-aaaaaaaaaaaa",
+        "closed": True,
+    }
+    assert slow_pro.delete("/v1/sessions/session-aaaaaaaaaaaa").json()["closed"] is False
     assert slow_pro.get("/v1/models").json()["data"][0]["sessions"] == 0
-    second = slow_pro.post("/v1/generate", json=body(media), headers=chunk_of("otfh-bbbbbbbbbbbb", 1))
+    second = slow_pro.post("/v1/generate", json=body(media), headers=chunk_of("session-bbbbbbbbbbbb", 1))
     assert second.status_code == 200
 
 
@@ -158,13 +161,13 @@ def test_inline_round_trip_continues_a_session(lite, media, tmp_path: Path) -> N
     request = {"task": "audio2video", "model": MODEL, "inputs": inline}
     clips = []
     for chunk in (1, 2, 2):  # the retry of chunk 2 gives chunk 2's frames again
-        headers = {**chunk_of("otfh-inline000001", chunk), "X-FlashHead-Output": "inline"}
+        headers = {**chunk_of("session-inline000001", chunk), "X-FlashHead-Output": "inline"}
         answer = client.post("/v1/generate", json=request, headers=headers).json()
         (clip,) = answer["outputs"]
         assert (clip["transport"], clip["path"], clip["num_frames"]) == ("inline", None, 24)
         clips.append(decoded(clip, tmp_path / f"clip-{len(clips)}.mp4"))
     assert np.array_equal(clips[1], clips[2]) and not np.array_equal(clips[0], clips[1])
-    assert client.delete("/v1/sessions/otfh-inline000001").json()["closed"] is True
+    assert client.delete("/v1/sessions/session-inline000001").json()["closed"] is True
     assert [p for p in service.output_dir.rglob("*") if p.is_file() and "inline" in str(p)] == []
 
 

@@ -297,6 +297,9 @@ def test_inline_scratch_is_removed(media: dict[str, Path], tmp_path: Path) -> No
 
 
 def test_close_route(standin: httpx.Client) -> None:
-    assert standin.delete("/v1/sessions/otfh-0123456789ab").json() == {"session": "otfh-0123456789ab", "closed": False}
+    assert standin.delete("/v1/sessions/session-0123456789ab").json() == {
+        "session": "session-0123456789ab",
+        "closed": False,
+    }
     anonymous = httpx.Client(base_url=str(standin.base_url))
-    assert anonymous.delete("/v1/sessions/otfh-0123456789ab").status_code == 401
+    assert anonymous.delete("/v1/sessions/session-0123456789ab").status_code == 401

@@ -85,7 +85,7 @@ class ResidentRuntime:
         return await asyncio.shield(self._chunk(self._sessions.open(session), chunk, image, samples, frames))
 
     def close_session(self, session: str) -> bool:
-        """End the session our client names ``session`` (otfh-...), for every face it used; False if none."""
+        """End the session our client names ``session`` (session-...), for every face it used; False if none."""
         return self._end(self._sessions.close(session), ChunkGone(f"session {session} was closed"))
 
     def describe(self) -> dict[str, Any]:
