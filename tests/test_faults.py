@@ -27,7 +27,7 @@ import pytest
 import rss
 from faultservice import FaultService, write_clip
 
-from opentalking_flashhead import FlashHeadClient, storage
+from opentalking_flashhead import FlashHeadClient, session_files, storage
 from opentalking_flashhead.errors import (
     ClipUnreadable,
     ConfigError,
@@ -86,10 +86,10 @@ def assert_clean(shared_dir: Path, service: FaultService | None = None) -> None:
 
 async def assert_clean_after_late_writes(shared_dir: Path, service: FaultService) -> None:
     """Nothing left once a request the client gave up on has written its late clip: the closed
-    session watches its directories for that (storage.remove_lingering)."""
+    session watches its directories for that (SessionFiles.remove)."""
     await asyncio.to_thread(service.settle)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 3 * storage.LINGER_POLL_SEC
+    deadline = loop.time() + 3 * session_files.LINGER_POLL_SEC
     while list(shared_dir.iterdir()) and loop.time() < deadline:
         await asyncio.sleep(0.05)
     assert_clean(shared_dir)
