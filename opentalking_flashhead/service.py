@@ -29,6 +29,7 @@ from opentalking_flashhead.errors import (
     ServiceStalled,
     ServiceUnavailable,
 )
+from opentalking_flashhead.probes import HEALTH_PATH, MODELS_PATH
 from opentalking_flashhead.retry import Backoff, step
 from opentalking_flashhead.settings import Settings, env_name, without_userinfo
 
@@ -163,10 +164,9 @@ class ServiceClient:
         #: Attempts that got no usable answer (refused, reset, timed out, 5xx): a poll's 404 after
         #: some means a restart; after none, a node that never knew the job.
         self.unanswered = 0
-        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.http = httpx.AsyncClient(
             base_url=settings.base_url,
-            headers=headers,
+            headers=settings.auth_headers,
             transport=transport,
             timeout=httpx.Timeout(settings.timeout_sec, connect=min(10.0, settings.timeout_sec)),
         )
@@ -176,10 +176,10 @@ class ServiceClient:
 
     async def check_health(self) -> None:
         """Fail fast, naming the URL, when nothing answers at the base URL."""
-        url = f"{self.settings.base_url}/healthz"
+        url = f"{self.settings.base_url}{HEALTH_PATH}"
         try:
             async with http_bounds.by(time.monotonic() + HEALTH_TIMEOUT_SEC):
-                response = await self.http.get("/healthz", timeout=HEALTH_TIMEOUT_SEC)
+                response = await self.http.get(HEALTH_PATH, timeout=HEALTH_TIMEOUT_SEC)
         except (httpx.HTTPError, TimeoutError) as exc:
             raise ServiceUnavailable(
                 f"{url} did not answer ({type(exc).__name__}: {exc}); start the service there "
@@ -194,7 +194,7 @@ class ServiceClient:
         when it cannot be read: then nothing beyond OmniRT's protocol is used."""
         try:
             async with http_bounds.by(time.monotonic() + HEALTH_TIMEOUT_SEC):
-                request = self.http.build_request("GET", "/v1/models", timeout=HEALTH_TIMEOUT_SEC)
+                request = self.http.build_request("GET", MODELS_PATH, timeout=HEALTH_TIMEOUT_SEC)
                 response = await self.http.send(request, stream=True)
                 async with contextlib.aclosing(response):
                     body = await http_bounds.read_capped(response)
