@@ -636,6 +636,7 @@ async def test_api_key_never_appears_in_errors_or_logs(
     assert_clean(shared_dir)
 
 
+@pytest.mark.slow
 async def test_load_eight_sessions_with_flaky_service(tmp_path, avatar_png, capsys) -> None:
     """Load row: 8 concurrent sessions x 100 chunks, 10 % of requests failing transiently at random."""
     sessions, chunks = 8, 100
