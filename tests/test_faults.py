@@ -63,7 +63,8 @@ def faulty(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def client_for(faulty: FaultService, shared_dir: Path):
+async def client_for(faulty: FaultService, shared_dir: Path):
+    """Makes clients of the fault service; closes them all at the end, the test failing or not."""
     made: list[FlashHeadClient] = []
 
     def make(**overrides: object) -> FlashHeadClient:
@@ -74,6 +75,8 @@ def client_for(faulty: FaultService, shared_dir: Path):
 
     faulty.reset()
     yield make
+    for client in made:
+        await client.close()
     faulty.reset()
 
 
