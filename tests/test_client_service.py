@@ -11,20 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from media import speech
 
 from opentalking_flashhead import FlashHeadClient
 from opentalking_flashhead.errors import FlashHeadError, RequestRejected, ServiceUnavailable
 
 pytestmark = pytest.mark.service
-
-
-def speech(samples: int, seed: int = 0) -> np.ndarray:
-    """A voice-like int16 signal: a warbling tone with a syllable envelope."""
-    t = np.arange(samples) / 16000
-    rng = np.random.default_rng(seed)
-    tone = np.sin(2 * np.pi * (180 + 40 * np.sin(2 * np.pi * 3 * t)) * t) + 0.1 * rng.standard_normal(samples)
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (tone * envelope * 12000).astype(np.int16)
 
 
 @pytest.fixture

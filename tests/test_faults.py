@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import rss
 from faultservice import FaultService, write_clip
+from media import speech
 
 from opentalking_flashhead import FlashHeadClient, session_files, storage
 from opentalking_flashhead.errors import (
@@ -46,12 +47,6 @@ import servers
 
 pytestmark = pytest.mark.service
 SLICE = 17920
-
-
-def speech(samples: int = SLICE, seed: int = 0) -> np.ndarray:
-    t = np.arange(samples) / 16000
-    rng = np.random.default_rng(seed)
-    return ((np.sin(2 * np.pi * 190 * t) + 0.1 * rng.standard_normal(samples)) * 9000).astype(np.int16)
 
 
 @pytest.fixture(scope="module")
