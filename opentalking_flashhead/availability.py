@@ -52,23 +52,18 @@ async def check_service(host_config: Mapping[str, Any]) -> ProviderStatus:
 
 
 async def _probe(settings: Settings) -> tuple[ProviderStatus, str]:
-    import httpx
+    from opentalking_flashhead import probes  # httpx loads when the host first asks, not with the plugin
 
-    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    async with httpx.AsyncClient(base_url=settings.base_url, headers=headers, timeout=PROBE_TIMEOUT_SEC) as http:
-        try:
-            health = await http.get("/healthz")
-            models = await http.get("/v1/models") if health.status_code == 200 else None
-        except httpx.HTTPError as exc:
-            return ProviderStatus(False, "unreachable"), f"{type(exc).__name__}: {exc}"
+    answers = await probes.ask(settings, PROBE_TIMEOUT_SEC)
+    if answers.error is not None:
+        return ProviderStatus(False, "unreachable"), f"{type(answers.error).__name__}: {answers.error}"
+    health, models = answers.health, answers.models
     if models is None:
+        assert health is not None
         return ProviderStatus(False, "unreachable"), f"/healthz answered HTTP {health.status_code}"
     if models.status_code in (401, 403):
         return ProviderStatus(False, "unauthorized"), "set OPENTALKING_FLASHHEAD_API_KEY to a key the service accepts"
-    try:
-        listed = {str(item.get("id")) for item in models.json().get("data", []) if isinstance(item, dict)}
-    except (ValueError, AttributeError):
-        listed = set()
+    listed = set(probes.model_ids(models) or [])
     if settings.model not in listed:
         return ProviderStatus(False, "model_missing"), f"{settings.model!r} is not among {sorted(listed)}"
     return ProviderStatus(True, READY), ""

@@ -9,28 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import itertools
 import logging
-import os
-import shutil
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from opentalking_flashhead import audio, confined, http_bounds, storage, targets, video
+from opentalking_flashhead import audio, http_bounds, targets, video
 from opentalking_flashhead.artifacts import ClipLocator, find_clip
-from opentalking_flashhead.confined import Place
-from opentalking_flashhead.errors import ClipUnreadable, ConfigError, FlashHeadError, ServiceStalled, ServiceUnavailable
+from opentalking_flashhead.errors import FlashHeadError, ServiceStalled, ServiceUnavailable
 from opentalking_flashhead.host.frames import VideoFrameData
 from opentalking_flashhead.reference import Reference, read_reference
-from opentalking_flashhead.service import RETRY_BACKOFF, ServiceClient, Stats
+from opentalking_flashhead.retry import Backoff
+from opentalking_flashhead.service import ServiceClient, Stats
+from opentalking_flashhead.session_files import LINGER_MIN_SEC, SessionFiles, private_dir
 from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, Settings, env_name
 from opentalking_flashhead.timing import FrameClock, fit
 
@@ -42,29 +37,24 @@ MAX_FRAME_FACTOR = 4
 
 @dataclass
 class _Session:
-    """What one init_session … close span owns: its directory in shared storage, the lock that
-    tells other processes it is live, and its clock."""
+    """What one init_session … close span owns: its files in shared storage and its clock."""
 
-    name: str
-    #: Below the shared root: nothing below it is reached through a symlink the service made.
-    place: Place
-    lock: int
+    files: SessionFiles
     reference_remote: str
-    #: Where this session's chunks get their own output dirs, as the service sees it and (when a
-    #: mapping covers it) as we do.
-    output_remote: str
-    output_local: Place | None
     still: np.ndarray
     #: The reference as a data URI when the service takes inputs inline (no shared storage needed).
     reference_inline: str | None = None
     clock: FrameClock = field(default_factory=lambda: FrameClock(FPS, SAMPLE_RATE))
     chunks: int = 0
     stills_in_a_row: int = 0
-    inflight: set[str] = field(default_factory=set)
     #: A request was given up on: the service may still write its clip, even after close().
     abandoned: bool = False
     #: The resident worker its chunks go to, when RESIDENT_TARGETS names several.
     pin: targets.Pin | None = None
+
+    @property
+    def name(self) -> str:
+        return self.files.name
 
 
 class FlashHeadClient:
@@ -139,7 +129,7 @@ class FlashHeadClient:
             if self._session is not None:
                 await self._end_session()
             self._adopt(await self._service.model_card())
-            session = self._session = self._open_session(face)
+            session = self._session = await self._open_session(face)
         log.info(
             "FlashHead session %s: %s model=%s chunk=%d samples (%d frames)",
             session.name,
@@ -220,11 +210,13 @@ class FlashHeadClient:
         chunk = f"{index:06d}"
         encoded = audio.wav_bytes(samples, SAMPLE_RATE)
         # Inline, the audio travels in the request: nothing of the chunk goes to shared storage.
-        wav = None if session.reference_inline is not None else _write_audio(session, chunk, encoded)
-        session.inflight.add(chunk)
+        files = session.files
+        wav = None if session.reference_inline is not None else await files.write_audio(chunk, encoded)
+        files.inflight.add(chunk)
         first_failure: FlashHeadError | None = None  # what started the trouble; later ones may be mere timeouts
+        backoff = Backoff()
         try:
-            for attempt in itertools.count():
+            while True:
                 try:
                     with http_bounds.chunk_deadline(deadline):
                         images = await self._attempt(session, chunk, wav, encoded, samples.size, deadline)
@@ -239,25 +231,21 @@ class FlashHeadClient:
                     if session.pin is not None:  # the next try may go to another worker
                         session.pin.failed(exc)
                     first_failure = first_failure or exc
-                    pause = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
-                    if isinstance(exc, ServiceStalled) or time.monotonic() + pause >= deadline:
+                    pause = backoff.next_pause(deadline)
+                    if isinstance(exc, ServiceStalled) or pause is None:
                         images = [self._still_for(session, first_failure)]
                         break
                     self.stats.retries += 1
                     log.warning("FlashHead chunk %d failed (%s); retrying in %.2f s", index, exc, pause)
                     await asyncio.sleep(pause)
         finally:
-            if wav is not None:
-                confined.remove(session.place / wav.name)
-            session.inflight.discard(chunk)
-            _remove_outputs(session)
+            await files.chunk_done(chunk, wav)
         shown = fit(images, due) if due > 0 else []
         if shown and session.stills_in_a_row == 0:
             session.still = shown[-1]
-        step = 1000.0 / FPS
         return [
-            VideoFrameData(data=img, width=img.shape[1], height=img.shape[0], timestamp_ms=(first + i) * step)
-            for i, img in enumerate(shown)
+            VideoFrameData(data=img, width=img.shape[1], height=img.shape[0], timestamp_ms=stamp)
+            for img, stamp in zip(shown, session.clock.timestamps(first, len(shown)), strict=True)
         ]
 
     async def _attempt(
@@ -266,7 +254,7 @@ class FlashHeadClient:
         """Request, fetch and decode one chunk's clip once; ``wav`` is ``encoded`` in shared storage,
         ``None`` when inputs travel inline."""
         assert self._service is not None and self._locator is not None
-        output_dir = f"{session.output_remote}/{chunk}"
+        output_dir = session.files.output_dir(chunk)
         config = targets.pinned(session.pin, self.settings.service_config(output_dir))
         headers = {"X-FlashHead-Session": session.name, "X-FlashHead-Chunk": str(int(chunk))}
         if wav is None:  # nothing on shared storage: inputs and clip travel in HTTP
@@ -282,13 +270,13 @@ class FlashHeadClient:
             headers,
         )
         ref = find_clip(body)
-        with _private_dir() as private:  # outside shared storage, where the service cannot swap anything
+        with private_dir() as private:
             clip = await self._locator.fetch(ref, private / f"clip-{chunk}.mp4", within=output_dir)
             limit = MAX_FRAME_FACTOR * max(1, round(samples * FPS / SAMPLE_RATE))
             size, service = (self.width, self.height), self.settings.base_url
             images = await asyncio.to_thread(video.decode_bgr, clip, size=size, max_frames=limit, service=service)
             if self.settings.save_dir is not None:
-                _save(clip, self.settings.save_dir / f"{session.name}-{chunk}.mp4")
+                await session.files.save_clip(clip, self.settings.save_dir, chunk)
             return images
 
     def _still_for(self, session: _Session, cause: FlashHeadError) -> np.ndarray:
@@ -307,40 +295,14 @@ class FlashHeadClient:
         )
         return session.still
 
-    def _open_session(self, face: Reference) -> _Session:
-        """Make the session's directory with the reference in it; on any failure, leave nothing behind."""
+    async def _open_session(self, face: Reference) -> _Session:
+        """The session's files in shared storage (or only its reference inline, when inputs travel in HTTP)."""
         assert self._locator is not None
-        settings, paths = self.settings, self._locator.paths
-        name = f"{storage.SESSION_PREFIX}{uuid.uuid4().hex[:12]}"
-        place = Place(settings.shared_local_dir, PurePosixPath(name))
-        root = settings.output_root
-        output_remote = f"{root}/{name}" if root else paths.to_remote(place.path / "out")
-        storage.sweep_stale_sessions(settings.shared_local_dir)
-        output_root = paths.locate(root) if root else None
-        if output_root is not None:
-            storage.sweep_stale_sessions(output_root.path, locks=settings.shared_local_dir)
-        lock: int | None = None
-        try:
-            place.path.mkdir(parents=True)
-            lock = storage.lock_session(place)
-            reference = place / f"reference{face.suffix}"
-            confined.write_file(reference, face.data)
-            if settings.save_dir is not None:
-                settings.save_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            if lock is not None:
-                os.close(lock)
-            confined.remove(place)
-            raise ConfigError(
-                f"cannot write the session's files in {place}: {exc.strerror}; set {env_name('shared_local_dir')} "
-                f"(and {env_name('save_dir')}) to writable directories"
-            ) from exc
-        output_local = paths.locate(output_remote)
+        paths = self._locator.paths
+        files = await SessionFiles.create(self.settings, paths, face)
         inline = _data_uri(face.data, f"image/{face.suffix.lstrip('.')}") if self.inline else None
         pin = self._targets.pin() if self._targets is not None else None
-        return _Session(
-            name, place, lock, paths.to_remote(reference.path), output_remote, output_local, face.still, inline, pin=pin
-        )
+        return _Session(files, paths.to_remote(files.reference), face.still, inline, pin=pin)
 
     async def _end_session(self) -> None:
         """Cancel chunks in flight (their jobs too) and remove everything the session put on disk."""
@@ -355,59 +317,10 @@ class FlashHeadClient:
         if session is not None:
             if session.pin is not None:
                 session.pin.release()
-            places = [session.place] + ([session.output_local] if session.output_local else [])
-            linger = max(self.settings.timeout_sec, storage.LINGER_MIN_SEC) if abandoned or session.abandoned else 0.0
-            storage.remove_lingering(places, linger)
-            os.close(session.lock)
+            linger = max(self.settings.timeout_sec, LINGER_MIN_SEC) if abandoned or session.abandoned else 0.0
+            await session.files.remove(linger)
 
 
 def _data_uri(data: bytes, mime: str) -> str:
     """An input sent inline (the ``inline-io`` extension): ``data:<mime>;base64,<payload>``."""
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _remove_outputs(session: _Session) -> None:
-    """Remove the output dirs of the session's chunks that are no longer in flight.
-
-    That includes what a job abandoned at its deadline wrote later, so shared storage never
-    grows across a session.
-    """
-    if session.output_local is not None:
-        confined.remove_children(session.output_local, keep=session.inflight)
-
-
-def _write_audio(session: _Session, chunk: str, encoded: bytes) -> Path:
-    """The chunk's WAV in the session's directory; a full or read-only disk, or the directory
-    removed under us, is a :class:`ConfigError` naming the setting, never a bare ``OSError``."""
-    place = session.place / f"chunk-{chunk}.wav"
-    try:
-        confined.write_file(place, encoded)
-        return place.path
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write the chunk's audio in {session.place}: {exc.strerror}; free space there, "
-            f"or set {env_name('shared_local_dir')} to a writable directory the service shares"
-        ) from exc
-
-
-@contextlib.contextmanager
-def _private_dir() -> Iterator[Path]:
-    """A temporary directory of this process for one clip; our temp disk failing while the clip is
-    copied there (full, read-only) is retried like a hiccup."""
-    try:
-        with tempfile.TemporaryDirectory(prefix="flashhead-clip-") as private:
-            yield Path(private)
-    except OSError as exc:
-        raise ClipUnreadable(_no_room(exc, "TMPDIR"), retryable=True) from exc
-
-
-def _save(clip: Path, target: Path) -> None:
-    try:
-        shutil.copyfile(clip, target)
-    except OSError as exc:
-        raise ConfigError(_no_room(exc, env_name("save_dir"))) from exc
-
-
-def _no_room(exc: OSError, setting: str) -> str:
-    where = exc.filename or f"the directory {setting} names"
-    return f"cannot write {where}: {exc.strerror}; free space there, or set {setting} to a writable directory"

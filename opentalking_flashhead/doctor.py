@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from opentalking_flashhead import storage
+from opentalking_flashhead import probes, storage
 from opentalking_flashhead.errors import (
     ClipUnreadable,
     ConfigError,
@@ -117,24 +117,20 @@ async def check_service(settings: Settings, url_source: str | None = None) -> li
     """
     source = url_source or env_name("base_url")
     url = settings.base_url
-    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=REQUEST_TIMEOUT_SEC) as http:
-        try:
-            health = await http.get("/healthz")
-        except httpx.HTTPError as exc:
-            return [Check("service health", False, f"{url}/healthz: {_failure(exc)}", _start_fix(source))]
-        if health.status_code != 200:
-            return [
-                Check("service health", False, f"{url}/healthz answered HTTP {health.status_code}", _start_fix(source))
-            ]
-        checks = [Check("service health", True, f"{url}/healthz answered")]
-        try:
-            models = await http.get("/v1/models")
-        except httpx.HTTPError as exc:
-            return [
-                *checks,
-                Check("model listed", False, f"{url}/v1/models: {_failure(exc)}", _not_flashhead_fix(source)),
-            ]
+    answers = await probes.ask(settings, REQUEST_TIMEOUT_SEC)
+    health, models = answers.health, answers.models
+    if health is None:
+        assert answers.error is not None
+        return [Check("service health", False, f"{url}/healthz: {_failure(answers.error)}", _start_fix(source))]
+    if health.status_code != 200:
+        return [Check("service health", False, f"{url}/healthz answered HTTP {health.status_code}", _start_fix(source))]
+    checks = [Check("service health", True, f"{url}/healthz answered")]
+    if models is None:
+        assert answers.error is not None
+        return [
+            *checks,
+            Check("model listed", False, f"{url}/v1/models: {_failure(answers.error)}", _not_flashhead_fix(source)),
+        ]
     key_state = "a key was sent" if settings.api_key else "no key was sent"
     if models.status_code in (401, 403):
         return [
@@ -146,7 +142,7 @@ async def check_service(settings: Settings, url_source: str | None = None) -> li
                 f"set {env_name('api_key')} to a key listed in the service's API key file",
             ),
         ]
-    listed = _model_ids(models)
+    listed = probes.model_ids(models) if models.status_code == 200 else None
     if listed is None:
         answer = f"HTTP {models.status_code} {models.headers.get('content-type', 'without a content type')}"
         detail = f"{url}/v1/models answered {answer}, not a model list: {models.text[:80]!r}"
@@ -162,20 +158,6 @@ async def check_service(settings: Settings, url_source: str | None = None) -> li
             f"set {env_name('model')} to one of {listed}, or enable the model on the service",
         ),
     ]
-
-
-def _model_ids(response: httpx.Response) -> list[str] | None:
-    """The model ids of an OpenAI-style model list, or None when the answer is not one."""
-    if response.status_code != 200:
-        return None
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list):
-        return None
-    return sorted(str(m.get("id")) for m in data if isinstance(m, dict))
 
 
 def _card_note(response: httpx.Response, model: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 from tqdm import tqdm
 
@@ -24,7 +25,6 @@ from opentalking_flashhead.audio import load_speech
 from opentalking_flashhead.client import FlashHeadClient
 from opentalking_flashhead.reference import read_reference
 from opentalking_flashhead.settings import FPS, HEIGHT, SAMPLE_RATE, WIDTH, _http_url_or_none, env_name
-from opentalking_flashhead.video import Mp4Writer
 
 #: How long one chunk may take in ``render``, retries included, unless CHUNK_DEADLINE_SEC is set:
 #: ample for a busy GPU service, yet a dead one fails the run in a minute rather than ten.
@@ -165,3 +165,50 @@ def _write(writer: Mp4Writer, frames: list[Any], bar: tqdm) -> None:
     for frame in frames:
         writer.write(frame.data)
     bar.update(1)
+
+
+class Mp4Writer:
+    """An H.264 MP4 written frame by frame, with the source file's own audio (as AAC) added at the end.
+
+    It writes to a hidden sibling and renames on :meth:`commit`, so a failed run leaves no
+    partial output behind.
+    """
+
+    def __init__(self, path: Path, fps: int, size: tuple[int, int], audio_source: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(f".{path.name}.partial")
+        self.audio_source = audio_source
+        self.frames = 0
+        with av.open(str(audio_source)) as source:
+            track = source.streams.audio[0]
+            # A WAV without a channel mask says "1 channels", which the AAC encoder refuses.
+            rate, layout = track.rate, {1: "mono", 2: "stereo"}.get(track.channels, track.layout.name)
+        self.container = av.open(str(self.partial), mode="w", format="mp4")
+        self.video = self.container.add_stream("libx264", rate=fps)
+        self.video.width, self.video.height = size
+        self.video.pix_fmt = "yuv420p"
+        self.video.options = {"preset": "veryfast", "bf": "0"}
+        self.audio = self.container.add_stream("aac", rate=rate)
+        self.audio.layout = layout
+
+    def write(self, bgr: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+        frame.pts = self.frames
+        self.frames += 1
+        self.container.mux(self.video.encode(frame))
+
+    def commit(self) -> Path:
+        """Flush the video, add the audio track, and move the file into place."""
+        self.container.mux(self.video.encode(None))
+        with av.open(str(self.audio_source)) as source:
+            for frame in source.decode(source.streams.audio[0]):
+                frame.pts = None
+                self.container.mux(self.audio.encode(frame))
+        self.container.mux(self.audio.encode(None))
+        self.container.close()
+        self.partial.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.container.close()
+        self.partial.unlink(missing_ok=True)

@@ -29,6 +29,8 @@ from opentalking_flashhead.errors import (
     ServiceStalled,
     ServiceUnavailable,
 )
+from opentalking_flashhead.probes import HEALTH_PATH, MODELS_PATH
+from opentalking_flashhead.retry import Backoff, step
 from opentalking_flashhead.settings import Settings, env_name, without_userinfo
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,7 @@ RETRY_STATUS = frozenset({502, 503, 504})
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 TERMINAL_EVENTS = frozenset({"job_finished", "job_failed", "job_cancelled"})
 HEALTH_TIMEOUT_SEC = 3.0
-#: Backoff between retries of a failed connection, and between polls of a job (seconds).
-RETRY_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0)
+#: Backoff between polls of a job (seconds).
 POLL_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)
 #: Between polls while the job's event stream is open (it wakes us sooner; this is a safety net).
 STREAMING_POLL_SEC = 1.0
@@ -163,10 +164,9 @@ class ServiceClient:
         #: Attempts that got no usable answer (refused, reset, timed out, 5xx): a poll's 404 after
         #: some means a restart; after none, a node that never knew the job.
         self.unanswered = 0
-        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.http = httpx.AsyncClient(
             base_url=settings.base_url,
-            headers=headers,
+            headers=settings.auth_headers,
             transport=transport,
             timeout=httpx.Timeout(settings.timeout_sec, connect=min(10.0, settings.timeout_sec)),
         )
@@ -176,10 +176,10 @@ class ServiceClient:
 
     async def check_health(self) -> None:
         """Fail fast, naming the URL, when nothing answers at the base URL."""
-        url = f"{self.settings.base_url}/healthz"
+        url = f"{self.settings.base_url}{HEALTH_PATH}"
         try:
             async with http_bounds.by(time.monotonic() + HEALTH_TIMEOUT_SEC):
-                response = await self.http.get("/healthz", timeout=HEALTH_TIMEOUT_SEC)
+                response = await self.http.get(HEALTH_PATH, timeout=HEALTH_TIMEOUT_SEC)
         except (httpx.HTTPError, TimeoutError) as exc:
             raise ServiceUnavailable(
                 f"{url} did not answer ({type(exc).__name__}: {exc}); start the service there "
@@ -194,7 +194,7 @@ class ServiceClient:
         when it cannot be read: then nothing beyond OmniRT's protocol is used."""
         try:
             async with http_bounds.by(time.monotonic() + HEALTH_TIMEOUT_SEC):
-                request = self.http.build_request("GET", "/v1/models", timeout=HEALTH_TIMEOUT_SEC)
+                request = self.http.build_request("GET", MODELS_PATH, timeout=HEALTH_TIMEOUT_SEC)
                 response = await self.http.send(request, stream=True)
                 async with contextlib.aclosing(response):
                     body = await http_bounds.read_capped(response)
@@ -261,7 +261,7 @@ class ServiceClient:
         service has shown no progress for ``STALL_SEC``.
         """
         url = f"{self.settings.base_url}{path}"
-        attempt = 0
+        backoff = Backoff()
         while True:
             give_up = min(deadline, progress.window_end)
             now = time.monotonic()
@@ -296,16 +296,15 @@ class ServiceClient:
                     self._raise_for(status, detail)
                 problem = f"{url} answered HTTP {status}: {detail}"
             self.unanswered += 1
-            pause = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
-            if time.monotonic() + pause >= give_up:
-                tries = f"gave up after {attempt + 1} attempts"
+            pause = backoff.next_pause(give_up)
+            if pause is None:
+                tries = f"gave up after {backoff.failures} attempts"
                 if give_up < deadline:
                     raise ServiceStalled(f"{problem} ({tries}: no progress for {progress.stall_sec:g} s)")
                 raise ServiceUnavailable(f"{problem} ({tries})")
             log.warning("FlashHead request failed, retrying in %.2f s: %s", pause, problem)
             self.stats.retries += 1
             await asyncio.sleep(pause)
-            attempt += 1
 
     @staticmethod
     def _raise_for(status: int, detail: str) -> None:
@@ -330,7 +329,7 @@ class ServiceClient:
             polls = 0
             while True:
                 if listener.done():
-                    pause = POLL_BACKOFF[min(polls, len(POLL_BACKOFF) - 1)]
+                    pause = step(POLL_BACKOFF, polls)
                     polls += 1
                 else:
                     pause = STREAMING_POLL_SEC

@@ -171,6 +171,11 @@ class Settings:
         )
 
     @property
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that carry the API key to the service (none without a key)."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    @property
     def output_root(self) -> str | None:
         """Where the user wants the service to write (``CONFIG_JSON``'s ``output_dir``, else
         ``OUTPUT_REMOTE_DIR``); None means inside each session's directory in shared storage."""

@@ -5,14 +5,12 @@ cannot, so the first session a process opens sweeps directories idle for more th
 processes share the storage (OpenTalking's API and worker do), and a session may sit idle for
 longer than that: each holds an ``flock`` on a lock file in its directory for its whole life,
 which the kernel drops when the process dies, however it dies, and the sweep skips a locked
-session. A job the client gave up on may still be running on the service and write its clip after
-``close()``; :func:`remove_lingering` keeps watching for that. Every removal goes through
+session. What a live session keeps there is :mod:`.session_files`'. Every removal goes through
 :mod:`.confined`, so a symlink the service put anywhere below a root is removed, never followed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import logging
 import os
@@ -30,13 +28,7 @@ SESSION_PREFIX = "session-"
 STALE_AFTER_SEC = 24 * 3600
 LOCK_NAME = ".lock"
 
-#: How often :func:`remove_lingering` looks again, and for how long at least: a job the client gave
-#: up on after a short timeout may still run its course on the service.
-LINGER_POLL_SEC = 1.0
-LINGER_MIN_SEC = 60.0
-
 _swept: set[Path] = set()
-_lingering: set[asyncio.Task[None]] = set()
 
 
 def write_error(directory: Path) -> str | None:
@@ -112,26 +104,3 @@ def _idle_dir(dir_fd: int, name: str, cutoff: float) -> bool:
     except OSError:
         return False
     return stat.S_ISDIR(info.st_mode) and info.st_mtime < cutoff
-
-
-def remove_lingering(places: list[Place], for_sec: float) -> None:
-    """Remove ``places`` now, and again every second for ``for_sec`` in the background.
-
-    For a closed session whose jobs were abandoned (timed out, cancelled while running): the
-    service may still write their clips, recreating the directories. The watch ends with the
-    event loop at the latest.
-    """
-    for place in places:
-        confined.remove(place)
-    if for_sec > 0:
-        task = asyncio.get_running_loop().create_task(_watch(places, time.monotonic() + for_sec))
-        _lingering.add(task)
-        task.add_done_callback(_lingering.discard)
-
-
-async def _watch(places: list[Place], until: float) -> None:
-    while time.monotonic() < until:
-        await asyncio.sleep(LINGER_POLL_SEC)
-        for place in places:
-            if confined.remove(place):
-                log.info("removed %s, written by a FlashHead job after its session closed", place)

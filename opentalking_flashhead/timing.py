@@ -43,6 +43,12 @@ class FrameClock:
         self.frames, self._latest = first, None
         return True
 
+    def timestamps(self, first: int, count: int) -> list[float]:
+        """Where ``count`` frames from frame ``first`` on fall in the session (milliseconds): the
+        host pairs each with its slice of the audio by this."""
+        step = 1000.0 / self.fps
+        return [(first + i) * step for i in range(count)]
+
 
 def fit(frames: list[T], count: int) -> list[T]:
     """Trim surplus frames from the end, or repeat the last one to fill a shortfall."""

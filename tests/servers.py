@@ -106,6 +106,26 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _launch(
+    kind: str,
+    program: Sequence[str],
+    workdir: Path,
+    api_key: str | None = None,
+    env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> ServiceProcess:
+    """A service of ``kind`` started as ``program`` with the arguments every test service takes: a
+    free loopback port, its output dir under ``workdir``, and with ``api_key`` a key file holding it."""
+    port = free_port()
+    output_dir = workdir / f"{kind}-out"
+    command = [*program, "--port", str(port), "--output-dir", str(output_dir), *extra_args]
+    if api_key:
+        key_file = workdir / f"{kind}-keys.txt"
+        key_file.write_text(api_key + "\n")
+        command += ["--api-key-file", str(key_file)]
+    return ServiceProcess(kind, command, output_dir, workdir / f"{kind}.log", port, api_key, env)
+
+
 def omnirt(
     workdir: Path,
     api_key: str | None = None,
@@ -115,16 +135,10 @@ def omnirt(
 ) -> ServiceProcess:
     """The real OmniRT server (PyPI omnirt[server]) with a fake model checkout; ``extra_args`` are
     omnirt serve's (``--max-concurrency``, ``--redis-url``)."""
-    port = free_port()
-    output_dir = workdir / f"{name}-out"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(TESTS / "omnirt_launcher.py"), "--port", str(port), "--output-dir", str(output_dir)]
-    command += extra_args
-    if api_key:
-        key_file = workdir / "omnirt-keys.txt"
-        key_file.write_text(api_key + "\n")
-        command += ["--api-key-file", str(key_file)]
-    return ServiceProcess(name, command, output_dir, workdir / f"{name}.log", port, api_key, env)
+    program = [sys.executable, str(TESTS / "omnirt_launcher.py")]
+    service = _launch(name, program, workdir, api_key, env, extra_args)
+    service.output_dir.mkdir(parents=True, exist_ok=True)
+    return service
 
 
 def _ours(
@@ -137,15 +151,8 @@ def _ours(
 ) -> ServiceProcess:
     """One of our services, started as a user starts it (``opentalking-flashhead SUBCOMMAND …``), reading
     and writing only under its output dir and the tests' temp root (where every test's shared dir lies)."""
-    port = free_port()
-    output_dir = workdir / f"{kind}-out"
-    command = [sys.executable, "-m", "opentalking_flashhead.cli", *subcommand, "--port", str(port)]
-    command += ["--output-dir", str(output_dir), "--shared-root", str(workdir.parent), *extra_args]
-    if api_key:
-        key_file = workdir / f"{kind}-keys.txt"
-        key_file.write_text(api_key + "\n")
-        command += ["--api-key-file", str(key_file)]
-    return ServiceProcess(kind, command, output_dir, workdir / f"{kind}.log", port, api_key, env)
+    program = [sys.executable, "-m", "opentalking_flashhead.cli", *subcommand]
+    return _launch(kind, program, workdir, api_key, env, ["--shared-root", str(workdir.parent), *extra_args])
 
 
 def standin(

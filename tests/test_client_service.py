@@ -6,10 +6,12 @@ same client, the same assertions, on both sides of the wire.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from media import speech
 
 from opentalking_flashhead import FlashHeadClient
 from opentalking_flashhead.errors import FlashHeadError, RequestRejected, ServiceUnavailable
@@ -17,17 +19,18 @@ from opentalking_flashhead.errors import FlashHeadError, RequestRejected, Servic
 pytestmark = pytest.mark.service
 
 
-def speech(samples: int, seed: int = 0) -> np.ndarray:
-    """A voice-like int16 signal: a warbling tone with a syllable envelope."""
-    t = np.arange(samples) / 16000
-    rng = np.random.default_rng(seed)
-    tone = np.sin(2 * np.pi * (180 + 40 * np.sin(2 * np.pi * 3 * t)) * t) + 0.1 * rng.standard_normal(samples)
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (tone * envelope * 12000).astype(np.int16)
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[..., FlashHeadClient]]:
+    """Makes clients of a service; closes them all at the end, the test failing or not."""
+    made: list[FlashHeadClient] = []
 
+    def make(service, shared: Path, **overrides: object) -> FlashHeadClient:
+        made.append(FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared), **overrides))
+        return made[-1]
 
-def make_client(service, shared: Path, **overrides: object) -> FlashHeadClient:
-    return FlashHeadClient(base_url=service.base_url, shared_local_dir=str(shared), **overrides)
+    yield make
+    for client in made:
+        await client.close()
 
 
 def assert_frames(frames: list, count: int) -> None:
@@ -39,7 +42,9 @@ def assert_frames(frames: list, count: int) -> None:
 
 
 @pytest.mark.parametrize("async_jobs", [True, False], ids=["async", "sync"])
-async def test_three_pro_slices_give_28_frames_each(flashhead_service, shared_dir, avatar_png, async_jobs) -> None:
+async def test_three_pro_slices_give_28_frames_each(
+    make_client, flashhead_service, shared_dir, avatar_png, async_jobs
+) -> None:
     client = make_client(flashhead_service, shared_dir, async_jobs=async_jobs)
     info = await client.init_session(ref_image=avatar_png, wav2lip_postprocess_mode=None, mouth_metadata=None)
     assert info["fps"] == 25 and info["sample_rate"] == 16000 and info["slice_len"] == 28
@@ -53,7 +58,9 @@ async def test_three_pro_slices_give_28_frames_each(flashhead_service, shared_di
     assert list(shared_dir.iterdir()) == []
 
 
-async def test_16000_sample_chunks_hold_the_cumulative_rule(flashhead_service, shared_dir, avatar_png) -> None:
+async def test_16000_sample_chunks_hold_the_cumulative_rule(
+    make_client, flashhead_service, shared_dir, avatar_png
+) -> None:
     client = make_client(flashhead_service, shared_dir, chunk_samples=16000)
     await client.init_session(ref_image=str(avatar_png))
     total = 0
@@ -63,7 +70,7 @@ async def test_16000_sample_chunks_hold_the_cumulative_rule(flashhead_service, s
     await client.close()
 
 
-async def test_float_audio_and_odd_lengths(flashhead_service, shared_dir, avatar_png) -> None:
+async def test_float_audio_and_odd_lengths(make_client, flashhead_service, shared_dir, avatar_png) -> None:
     client = make_client(flashhead_service, shared_dir)
     await client.init_session(ref_image=avatar_png.read_bytes())
     frames = await client.generate(speech(10000).astype(np.float32) / 32768)
@@ -72,7 +79,9 @@ async def test_float_audio_and_odd_lengths(flashhead_service, shared_dir, avatar
     await client.close()
 
 
-async def test_server_sees_shared_storage_under_another_prefix(flashhead_service, tmp_path, avatar_png) -> None:
+async def test_server_sees_shared_storage_under_another_prefix(
+    make_client, flashhead_service, tmp_path, avatar_png
+) -> None:
     real = tmp_path / "mount"
     real.mkdir()
     alias = tmp_path / "server-view"
@@ -84,7 +93,7 @@ async def test_server_sees_shared_storage_under_another_prefix(flashhead_service
     assert list(real.iterdir()) == []
 
 
-async def test_session_is_reusable_after_close(flashhead_service, shared_dir, avatar_png) -> None:
+async def test_session_is_reusable_after_close(make_client, flashhead_service, shared_dir, avatar_png) -> None:
     client = make_client(flashhead_service, shared_dir)
     for _ in range(2):
         await client.init_session(ref_image=avatar_png)
@@ -93,7 +102,9 @@ async def test_session_is_reusable_after_close(flashhead_service, shared_dir, av
     assert list(shared_dir.iterdir()) == []
 
 
-async def test_save_dir_keeps_each_clip_with_its_audio(flashhead_service, shared_dir, tmp_path, avatar_png) -> None:
+async def test_save_dir_keeps_each_clip_with_its_audio(
+    make_client, flashhead_service, shared_dir, tmp_path, avatar_png
+) -> None:
     import av
 
     saved = tmp_path / "saved"
@@ -109,7 +120,9 @@ async def test_save_dir_keeps_each_clip_with_its_audio(flashhead_service, shared
     assert list(shared_dir.iterdir()) == []
 
 
-async def test_unknown_model_is_rejected_with_the_services_message(flashhead_service, shared_dir, avatar_png) -> None:
+async def test_unknown_model_is_rejected_with_the_services_message(
+    make_client, flashhead_service, shared_dir, avatar_png
+) -> None:
     client = make_client(flashhead_service, shared_dir, model="soulx-flashhead-9b")
     await client.init_session(ref_image=avatar_png)
     with pytest.raises(RequestRejected) as err:
@@ -120,7 +133,7 @@ async def test_unknown_model_is_rejected_with_the_services_message(flashhead_ser
     assert list(shared_dir.iterdir()) == []
 
 
-async def test_api_key(flashhead_service_with_key, shared_dir, avatar_png) -> None:
+async def test_api_key(make_client, flashhead_service_with_key, shared_dir, avatar_png) -> None:
     service = flashhead_service_with_key
     anonymous = make_client(service, shared_dir)
     await anonymous.init_session(ref_image=avatar_png)
@@ -135,7 +148,7 @@ async def test_api_key(flashhead_service_with_key, shared_dir, avatar_png) -> No
 
 
 async def test_wrong_api_key_is_rejected_naming_the_variable(
-    flashhead_service_with_key, shared_dir, avatar_png
+    make_client, flashhead_service_with_key, shared_dir, avatar_png
 ) -> None:
     """Row "wrong API key": HTTP 401 raised at once, never retried, naming OPENTALKING_FLASHHEAD_API_KEY."""
     service = flashhead_service_with_key
@@ -156,7 +169,7 @@ async def test_service_down_fails_fast_naming_the_url(shared_dir, avatar_png, fr
     await client.close()
 
 
-async def test_bad_reference_image(flashhead_service, shared_dir, tmp_path) -> None:
+async def test_bad_reference_image(make_client, flashhead_service, shared_dir, tmp_path) -> None:
     client = make_client(flashhead_service, shared_dir)
     (tmp_path / "notes.txt").write_text("not a face")
     with pytest.raises(ValueError, match="not a readable image"):
@@ -184,7 +197,7 @@ def failing_omnirt(tmp_path_factory: pytest.TempPathFactory):
     yield from omnirt_with(tmp_path_factory, FAKE_FLASHHEAD_FAIL="CUDA out of memory")
 
 
-async def test_failed_generation_carries_the_jobs_error(failing_omnirt, shared_dir, avatar_png) -> None:
+async def test_failed_generation_carries_the_jobs_error(make_client, failing_omnirt, shared_dir, avatar_png) -> None:
     from opentalking_flashhead.errors import GenerationFailed
 
     # The model's failure is transient by policy; with stills off, its message reaches the caller.
@@ -208,7 +221,7 @@ def slow_omnirt(tmp_path_factory: pytest.TempPathFactory):
     yield from omnirt_with(tmp_path_factory, FAKE_FLASHHEAD_SLEEP="2")
 
 
-async def test_close_cancels_the_chunk_in_flight(slow_omnirt, shared_dir, avatar_png) -> None:
+async def test_close_cancels_the_chunk_in_flight(make_client, slow_omnirt, shared_dir, avatar_png) -> None:
     import asyncio
 
     client = make_client(slow_omnirt, shared_dir)

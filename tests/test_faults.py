@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 import rss
 from faultservice import FaultService, write_clip
+from media import speech
 
-from opentalking_flashhead import FlashHeadClient, storage
+from opentalking_flashhead import FlashHeadClient, session_files, storage
 from opentalking_flashhead.errors import (
     ClipUnreadable,
     ConfigError,
@@ -48,12 +49,6 @@ pytestmark = pytest.mark.service
 SLICE = 17920
 
 
-def speech(samples: int = SLICE, seed: int = 0) -> np.ndarray:
-    t = np.arange(samples) / 16000
-    rng = np.random.default_rng(seed)
-    return ((np.sin(2 * np.pi * 190 * t) + 0.1 * rng.standard_normal(samples)) * 9000).astype(np.int16)
-
-
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory: pytest.TempPathFactory):
     service = FaultService(tmp_path_factory.mktemp("faulty"), hang_sec=2.5)
@@ -63,7 +58,8 @@ def faulty(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def client_for(faulty: FaultService, shared_dir: Path):
+async def client_for(faulty: FaultService, shared_dir: Path):
+    """Makes clients of the fault service; closes them all at the end, the test failing or not."""
     made: list[FlashHeadClient] = []
 
     def make(**overrides: object) -> FlashHeadClient:
@@ -74,6 +70,8 @@ def client_for(faulty: FaultService, shared_dir: Path):
 
     faulty.reset()
     yield make
+    for client in made:
+        await client.close()
     faulty.reset()
 
 
@@ -86,10 +84,10 @@ def assert_clean(shared_dir: Path, service: FaultService | None = None) -> None:
 
 async def assert_clean_after_late_writes(shared_dir: Path, service: FaultService) -> None:
     """Nothing left once a request the client gave up on has written its late clip: the closed
-    session watches its directories for that (storage.remove_lingering)."""
+    session watches its directories for that (SessionFiles.remove)."""
     await asyncio.to_thread(service.settle)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 3 * storage.LINGER_POLL_SEC
+    deadline = loop.time() + 3 * session_files.LINGER_POLL_SEC
     while list(shared_dir.iterdir()) and loop.time() < deadline:
         await asyncio.sleep(0.05)
     assert_clean(shared_dir)
@@ -636,6 +634,7 @@ async def test_api_key_never_appears_in_errors_or_logs(
     assert_clean(shared_dir)
 
 
+@pytest.mark.slow
 async def test_load_eight_sessions_with_flaky_service(tmp_path, avatar_png, capsys) -> None:
     """Load row: 8 concurrent sessions x 100 chunks, 10 % of requests failing transiently at random."""
     sessions, chunks = 8, 100

@@ -7,7 +7,6 @@ OmniRT serves FlashHead, ``opentalking-unified`` serves the WebUI API, aiortc pl
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import av
 import httpx
 import numpy as np
 import pytest
-import soundfile as sf
+from media import wav_bytes
 
 import hostkit
 import servers
@@ -54,14 +53,6 @@ def render_job(host: servers.ServiceProcess, chunks: int) -> list[np.ndarray]:
     assert response.status_code == 200, response.text
     with av.open(response.json()["export_video"]["path"]) as container:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-
-
-def wav_bytes(samples: int) -> bytes:
-    t = np.arange(samples) / 16000
-    voice = np.sin(2 * np.pi * 200 * t) * (0.3 + 0.7 * np.abs(np.sin(2 * np.pi * 3 * t)))
-    out = io.BytesIO()
-    sf.write(out, (voice * 12000).astype(np.int16), 16000, format="WAV", subtype="PCM_16")
-    return out.getvalue()
 
 
 async def speak_and_watch(host: servers.ServiceProcess, session_id: str, chunks: int) -> list[tuple]:

@@ -17,8 +17,7 @@ import av
 import httpx
 import numpy as np
 import pytest
-import soundfile as sf
-from PIL import Image
+from media import data_uri, speech, write_face, write_tone
 
 import servers
 
@@ -30,11 +29,10 @@ SLICE_SEC = 2.0
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve-media")
-    Image.new("RGB", (400, 300), (120, 90, 60)).save(root / "face.png")
-    Image.new("RGB", (300, 400), (30, 90, 160)).save(root / "other.png")
+    write_face(root / "face.png")
+    write_face(root / "other.png", (300, 400), (30, 90, 160))
     for samples in (15360, 16000, 17920, 30720):
-        tone = np.sin(2 * np.pi * 200 * np.arange(samples) / 16000) * 9000
-        sf.write(root / f"{samples}.wav", tone.astype(np.int16), 16000, subtype="PCM_16")
+        write_tone(root / f"{samples}.wav", samples)
     return {"root": root}
 
 
@@ -144,10 +142,6 @@ def test_another_model_type_is_refused(lite, media) -> None:
     assert refused.status_code == 400 and "runs model_type 'lite'" in refused.json()["detail"]
 
 
-def data_uri(path: Path, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
-
-
 def decoded(clip: dict, where: Path) -> np.ndarray:
     where.write_bytes(base64.b64decode(clip["data_b64"]))
     with av.open(str(where)) as container:
@@ -185,11 +179,6 @@ def test_missing_checkpoints_fail_before_listening(tmp_path: Path) -> None:
 
 
 # Our client end to end against serve: the slice it advertises, session headers, inline I/O, the close route.
-
-
-def speech(samples: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (np.sin(2 * np.pi * 190 * np.arange(samples) / 16000) * 9000 + rng.normal(0, 300, samples)).astype(np.int16)
 
 
 async def run_chunks(client, face: Path, seeds: list[int]) -> list[np.ndarray]:

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import av
 import httpx
-import numpy as np
 import pytest
-import soundfile as sf
+from media import data_uri, write_face, write_tone
 from omnirt.api import validate as omnirt_validate
 from omnirt.core.types import GenerateRequest
-from PIL import Image
 
 from opentalking_flashhead.server.clip import frame_count
 from opentalking_flashhead.server.serve import running_standin
@@ -27,9 +25,8 @@ MODEL = "soulx-flashhead-1.3b"
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("media")
-    Image.new("RGB", (400, 300), (120, 90, 60)).save(root / "face.png")
-    t = np.arange(17920) / 16000
-    sf.write(root / "a.wav", (np.sin(2 * np.pi * 200 * t) * 9000).astype(np.int16), 16000, subtype="PCM_16")
+    write_face(root / "face.png")
+    write_tone(root / "a.wav", 17920)
     (root / "notes.txt").write_text("not audio")
     return {"image": root / "face.png", "audio": root / "a.wav", "text": root / "notes.txt", "root": root}
 
@@ -262,10 +259,6 @@ async def test_at_most_keep_max_finished_jobs_are_kept() -> None:
     runner.submit({"task": "audio2video"}, None)
     assert len(runner.jobs) == 4 and jobs[-1].id in runner.jobs and jobs[0].id not in runner.jobs
     await runner.shutdown()
-
-
-def data_uri(path: Path, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
 def test_inline_inputs_and_clip(standin: httpx.Client, media: dict[str, Path], tmp_path: Path) -> None:

@@ -80,3 +80,12 @@ def test_a_chunk_that_returned_no_frames_is_taken_back() -> None:
     _, later_first = clock.reserve(5000)
     assert not clock.release(first)  # a later chunk reserved since: the shares stay as they are
     assert clock.release(later_first) and clock.frames == later_first
+
+
+def test_the_clock_stamps_each_frame_with_its_place_in_the_session() -> None:
+    clock = FrameClock(25, 16000)
+    clock.reserve(17920)
+    due, first = clock.reserve(17920)
+    assert (due, first) == (28, 28)
+    assert clock.timestamps(first, due) == [(28 + i) * 40.0 for i in range(28)]
+    assert clock.timestamps(0, 0) == []
