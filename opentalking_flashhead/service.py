@@ -149,7 +149,7 @@ class Stats:
 
     chunks: int = 0
     requests: int = 0  # generate requests sent, repeats included
-    retries: int = 0  # requests (or whole chunks) repeated after a transient failure
+    retries: int = 0  # generate requests repeated after a transient failure (polls tried again are not)
     still_chunks: int = 0
 
 
@@ -303,7 +303,8 @@ class ServiceClient:
                     raise ServiceStalled(f"{problem} ({tries}: no progress for {progress.stall_sec:g} s)")
                 raise ServiceUnavailable(f"{problem} ({tries})")
             log.warning("FlashHead request failed, retrying in %.2f s: %s", pause, problem)
-            self.stats.retries += 1
+            if method == "POST":  # a poll tried again sends no generate request
+                self.stats.retries += 1
             await asyncio.sleep(pause)
 
     @staticmethod
