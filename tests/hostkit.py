@@ -7,10 +7,12 @@ this package installed from a wheel), so the ``.pth`` autoload is exercised as u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -79,6 +81,26 @@ def opentalking(
         env=host_env,
         health_path="/health",
     )
+
+
+@contextlib.contextmanager
+def host_beside(service: servers.ServiceProcess, root: Path) -> Iterator[tuple[servers.ServiceProcess, Path]]:
+    """opentalking-unified driving ``service`` (already started), sharing a storage dir under ``root``
+    with it, as a one-host deployment has it; the host and the dir it shares, the host stopped after."""
+    shared = root / "shared"
+    shared.mkdir()
+    env = {
+        "OPENTALKING_FLASHHEAD_BASE_URL": service.base_url,
+        "OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR": str(shared),
+        "FLASHTALK_TTS_TRAILING_SILENCE_MS": "0",
+    }
+    venv = host_venv()
+    assert venv is not None
+    host = opentalking(venv, make_workdir(root / "work"), env).start(timeout=120)
+    try:
+        yield host, shared
+    finally:
+        host.stop()
 
 
 def without_flashhead_env(env: dict[str, str]) -> dict[str, str]:

@@ -81,21 +81,11 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-unt
 def stack(tmp_path_factory: pytest.TempPathFactory):
     """OmniRT + opentalking-unified sharing one storage dir, as a one-host deployment has it."""
     root = tmp_path_factory.mktemp("host")
-    shared = root / "shared"
-    shared.mkdir()
     omnirt = servers.omnirt(root).start()
-    env = {
-        "OPENTALKING_FLASHHEAD_BASE_URL": omnirt.base_url,
-        "OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR": str(shared),
-        "FLASHTALK_TTS_TRAILING_SILENCE_MS": "0",
-    }
-    venv = hostkit.host_venv()
-    assert venv is not None
-    host = hostkit.opentalking(venv, hostkit.make_workdir(root / "work"), env).start(timeout=120)
     try:
-        yield omnirt, host, shared
+        with hostkit.host_beside(omnirt, root) as (host, shared):
+            yield omnirt, host, shared
     finally:
-        host.stop()
         omnirt.stop()
 
 

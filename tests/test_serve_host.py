@@ -26,23 +26,13 @@ pytestmark = [
 def stack(tmp_path_factory: pytest.TempPathFactory):
     """``serve`` (Pro) + opentalking-unified; the host's shared dir exists but the service never needs it."""
     root = tmp_path_factory.mktemp("serve-host")
-    shared = root / "shared"
-    shared.mkdir()
     service = servers.serve(root).start()
-    env = {
-        "OPENTALKING_FLASHHEAD_BASE_URL": service.base_url,
-        "OPENTALKING_FLASHHEAD_SHARED_LOCAL_DIR": str(shared),
-        "FLASHTALK_TTS_TRAILING_SILENCE_MS": "0",
-    }
-    venv = hostkit.host_venv()
-    assert venv is not None
-    host = hostkit.opentalking(venv, hostkit.make_workdir(root / "work"), env).start(timeout=120)
-    models = httpx.Client(base_url=service.base_url, timeout=30)
-    assert wait_until(lambda: models.get("/readyz").status_code == 200, timeout=180)
     try:
-        yield service, host, shared, models
+        with hostkit.host_beside(service, root) as (host, shared):
+            models = httpx.Client(base_url=service.base_url, timeout=30)
+            assert wait_until(lambda: models.get("/readyz").status_code == 200, timeout=180)
+            yield service, host, shared, models
     finally:
-        host.stop()
         service.stop()
 
 
